@@ -1,0 +1,38 @@
+# The README's two set-up commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: run test test-fast bench install clean toy-table
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Re-install whenever the project metadata changes; the package is installed editable.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[test,parquet]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m deft_lightning.train experiment=demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+toy-table: $(STAMP)
+	$(PY) -m deft_lightning.experiments.toy_table
+
+clean:
+	rm -rf outputs .pytest_cache build *.egg-info src/*.egg-info

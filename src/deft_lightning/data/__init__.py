@@ -1,0 +1,1 @@
+"""Datasets in their official layouts, label noise, transforms and the shared DataModule."""
