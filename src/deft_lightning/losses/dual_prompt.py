@@ -1,0 +1,104 @@
+"""DEFT's phase-1 objective (SPEC §2): image–text alignment (L_sim) plus the dual-prompt loss (L_dp).
+
+Scores are scaled cosine similarities: ``s_pos`` against the positive prompts, ``s_neg`` against the
+negative ones (computed from detached image features, so L_dp never moves the visual tower). The
+two-way softmax per class over [detach(s_pos), s_neg] is the "is this class right for this image?"
+probability; its value at the given label is the clean probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+LOG_CLAMP = 1e-5
+
+
+def class_yes_probability(s_pos: torch.Tensor, s_neg: torch.Tensor) -> torch.Tensor:
+    """p_yes for every class, (B, C): σ(s⁺ − s⁻), the softmax over [s⁺, s⁻] taken at s⁺."""
+    return torch.sigmoid(s_pos - s_neg)
+
+
+def clean_probability(s_pos: torch.Tensor, s_neg: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """p_clean(i) = p_yes at the given label y_i, (B,)."""
+    return class_yes_probability(s_pos, s_neg).gather(1, labels.view(-1, 1)).squeeze(1)
+
+
+def select_clean(
+    s_pos: torch.Tensor, s_neg: torch.Tensor, labels: torch.Tensor, require_argmax: bool = False
+) -> torch.Tensor:
+    """Clean iff p_clean > 0.5; the real-noise variant also requires argmax_k p_yes_k == y."""
+    p_yes = class_yes_probability(s_pos, s_neg)
+    selected = p_yes.gather(1, labels.view(-1, 1)).squeeze(1) > 0.5
+    if require_argmax:
+        selected = selected & (p_yes.argmax(dim=1) == labels)
+    return selected
+
+
+def sample_complementary_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A label uniform over the classes other than y, drawn afresh on the labels' device."""
+    offset = torch.randint(1, num_classes, labels.shape, device=labels.device, generator=generator)
+    return (labels + offset) % num_classes
+
+
+def symmetric_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    """SCE (Wang et al. 2019): α·CE + β·reverse CE, with log 0 of the one-hot clamped to log 1e-4."""
+    ce = F.cross_entropy(logits, labels)
+    probs = logits.softmax(dim=1).clamp(min=1e-7, max=1.0)
+    one_hot = F.one_hot(labels, logits.shape[1]).to(probs.dtype).clamp(min=1e-4, max=1.0)
+    rce = -(probs * one_hot.log()).sum(dim=1).mean()
+    return alpha * ce + beta * rce
+
+
+@dataclass
+class DualPromptLoss:
+    """Both loss terms and what the batch decided, for logging."""
+
+    sim: torch.Tensor
+    dp: torch.Tensor
+    selected: torch.Tensor  # (B,) bool
+    p_clean: torch.Tensor  # (B,)
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.sim + self.dp
+
+
+def dual_prompt_loss(
+    s_pos: torch.Tensor,
+    s_neg: torch.Tensor,
+    labels: torch.Tensor,
+    complementary: torch.Tensor,
+    warmup: bool,
+    require_argmax: bool = False,
+    sce_warmup: bool = False,
+    sim_weight: float = 1.0,
+    dp_weight: float = 1.0,
+) -> DualPromptLoss:
+    """L_sim and L_dp for one batch.
+
+    ``s_neg`` must come from detached image features. During warm-up L_sim is CE (or SCE for real
+    noise) over all samples and L_dp pushes p_yes up at y; afterwards L_sim uses only the selected
+    samples (0 when none is selected) and L_dp uses y for selected samples, the positive-prompt
+    pseudo-label argmax s⁺ for the others.
+    """
+    p_yes = class_yes_probability(s_pos.detach(), s_neg)
+    p_clean = p_yes.gather(1, labels.view(-1, 1)).squeeze(1)
+    selected = select_clean(s_pos.detach(), s_neg.detach(), labels, require_argmax)
+
+    if warmup:
+        sim = symmetric_cross_entropy(s_pos, labels) if sce_warmup else F.cross_entropy(s_pos, labels)
+        positive_targets = labels
+    else:
+        if selected.any():
+            sim = F.cross_entropy(s_pos[selected], labels[selected])
+        else:
+            sim = s_pos.sum() * 0.0  # keeps the graph; an empty selection contributes nothing
+        positive_targets = torch.where(selected, labels, s_pos.detach().argmax(dim=1))
+
+    p_no_complementary = 1.0 - p_yes.gather(1, complementary.view(-1, 1)).squeeze(1)
+    p_yes_target = p_yes.gather(1, positive_targets.view(-1, 1)).squeeze(1)
+    dp = -p_no_complementary.clamp(min=LOG_CLAMP).log().mean() - p_yes_target.clamp(min=LOG_CLAMP).log().mean()
+    return DualPromptLoss(sim=sim_weight * sim, dp=dp_weight * dp, selected=selected, p_clean=p_clean.detach())

@@ -1,0 +1,172 @@
+"""Noisy-label training losses for the phase-2 baseline columns (SPEC §4): CE, GCE, SCE, ELR.
+
+Every loss is called the same way, `loss(logits, targets, indices)`, and built the same way from a
+Hydra partial, `loss(num_samples=N, num_classes=C)`, so the AdapterModule never special-cases a
+method. `indices` are dataset indices (only ELR, which keeps per-sample state, reads them).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["CrossEntropy", "GCELoss", "SCELoss", "ELRLoss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+class CrossEntropy(nn.Module):
+    """Plain cross-entropy: the `ce` baseline (all given labels) and `deft` (clean subset only)."""
+
+    def __init__(
+        self,
+        num_samples: int | None = None,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, reduction=self.reduction)
+
+
+class GCELoss(nn.Module):
+    """Generalised cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q) / q.
+
+    q -> 0 recovers CE, q = 1 gives MAE; in between it keeps CE's fast fitting while bounding the
+    loss of confidently mislabelled samples.
+    """
+
+    def __init__(
+        self,
+        q: float = 0.7,
+        num_samples: int | None = None,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        if not 0.0 < q <= 1.0:
+            raise ValueError(f"GCE needs 0 < q <= 1, got q={q}")
+        self.q = float(q)
+        self.reduction = _check_reduction(reduction)
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # p_y^q computed as exp(q * log p_y): stable for very negative log-probabilities.
+        log_p_y = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        per_sample = (1.0 - torch.exp(self.q * log_p_y)) / self.q
+        return _reduce(per_sample, self.reduction)
+
+
+class SCELoss(nn.Module):
+    """Symmetric cross-entropy (Wang et al. 2019): alpha * CE + beta * reverse CE.
+
+    Reverse CE swaps prediction and label, -sum_k p_k log y_k; log 0 of the one-hot is clamped to
+    log(1e-4) (SPEC §4), which makes it A * (1 - p_y) with A = -log(1e-4): a bounded, noise-tolerant term.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        label_clamp: float = 1e-4,
+        num_samples: int | None = None,
+        num_classes: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.label_clamp = float(label_clamp)
+        self.reduction = _check_reduction(reduction)
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        logits = logits.float()
+        ce = F.cross_entropy(logits, targets, reduction="none")
+        probs = logits.softmax(dim=1)
+        one_hot = F.one_hot(targets, logits.shape[1]).to(probs.dtype)
+        log_label = one_hot.clamp(min=self.label_clamp).log()
+        reverse_ce = -(probs * log_label).sum(dim=1)
+        return _reduce(self.alpha * ce + self.beta * reverse_ce, self.reduction)
+
+
+class ELRLoss(nn.Module):
+    """Early-learning regularisation (Liu et al. 2020): CE + lam * log(1 - <t_i, p_i>).
+
+    t_i is a per-sample running average of the model's own (detached) predictions, updated every time
+    sample i is seen: t_i <- beta * t_i + (1 - beta) * p_i. Maximising agreement with what the network
+    predicted early in training keeps it from later memorising wrong labels. Probabilities are clamped
+    to [1e-4, 1 - 1e-4] and renormalised so the log stays finite.
+
+    The targets are a registered buffer: they move with `.to(device)` and are saved in checkpoints so a
+    resumed run continues the same ensemble. Under DDP each rank only updates the indices it saw, and
+    DDP's default `broadcast_buffers=True` would overwrite them with rank 0's copy each step; gather
+    (indices, probabilities) across ranks or disable buffer broadcasting when training ELR on >1 GPU.
+    """
+
+    targets: torch.Tensor
+
+    def __init__(
+        self,
+        num_samples: int,
+        num_classes: int,
+        beta: float = 0.3,
+        lam: float = 5.0,
+        clamp: float = 1e-4,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"ELR needs 0 <= beta < 1, got beta={beta}")
+        self.beta = float(beta)
+        self.lam = float(lam)
+        self.clamp = float(clamp)
+        self.reduction = _check_reduction(reduction)
+        self.register_buffer("targets", torch.zeros(num_samples, num_classes))
+
+    def clamped_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.float().softmax(dim=1).clamp(self.clamp, 1.0 - self.clamp)
+        return probs / probs.sum(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def update_targets(self, indices: torch.Tensor, probs: torch.Tensor) -> None:
+        """Temporal-ensemble step for the given samples (exposed so DDP code can feed gathered values)."""
+        indices = indices.to(self.targets.device, torch.long)
+        current = self.targets[indices]
+        self.targets[indices] = self.beta * current + (1.0 - self.beta) * probs.to(current.dtype)
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
+        if indices is None:
+            raise ValueError("ELRLoss needs the dataset indices of the batch")
+        probs = self.clamped_probabilities(logits)
+        if self.training:  # evaluation passes (e.g. a held-out split) must not touch the ensemble
+            self.update_targets(indices, probs.detach())
+        ensemble = self.targets[indices.to(self.targets.device, torch.long)].to(probs.dtype)
+        agreement = (ensemble * probs).sum(dim=1)
+        per_sample = F.cross_entropy(logits.float(), targets, reduction="none") + self.lam * torch.log(
+            1.0 - agreement
+        )
+        return _reduce(per_sample, self.reduction)

@@ -1,0 +1,206 @@
+"""Phase-2 timm backbones (ViT-B/16 augreg, ResNet-50, ConvNeXt-T, MAE ViT-B) with a new linear head.
+
+The returned module is the timm model itself (so `forward`, `forward_features` and checkpoint keys are
+timm's), tagged with an `input_config` carrying *that* backbone's pretrained mean/std (SPEC §3 fix:
+each backbone is fed images normalised the way it was pretrained, not with dataset statistics).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch.nn as nn
+
+from deft_lightning.models.inputs import InputConfig
+
+__all__ = ["WeightsUnavailableError", "WeightsLoadError", "build_timm_classifier"]
+
+# Formats timm reads as a plain (native) state dict; anything else with `.npz` goes through the
+# model's own `load_pretrained` (original JAX/Flax augreg checkpoints).
+_NATIVE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+_JAX_SUFFIXES = (".npz",)
+
+_BUILDER_LOGGER = "timm.models._builder"
+_MISSING_KEYS = re.compile(r"Missing keys \((.*)\) discovered")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were requested by tag but could not be fetched (offline, no cache)."""
+
+
+class WeightsLoadError(RuntimeError):
+    """A local weights file was given but does not fit the requested architecture."""
+
+
+def build_timm_classifier(
+    num_classes: int,
+    model_name: str,
+    pretrained: bool = True,
+    weights: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    class_names: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a timm classifier with a fresh `num_classes` head and attach its `input_config`.
+
+    Weights: `weights=PATH` loads a local file (`.pth`/`.safetensors` as a state dict, `.npz` as an
+    original JAX checkpoint); otherwise `pretrained=True` fetches the tag from timm's hub and
+    `pretrained=False` keeps random init (tests, benchmarks). The head is always new: pretrained heads
+    are discarded by timm when their size differs from `num_classes`. `class_names` is accepted so every
+    backbone config can be called the same way; timm heads do not use it. `cache_dir=None` keeps
+    timm's default download cache (the Hugging Face cache, honouring HF_HOME). Extra `kwargs` go to
+    `timm.create_model` (e.g. `drop_path_rate`).
+    """
+    del class_names  # only the CLIP backbone uses class names (zero-shot head initialisation)
+    if cache_dir is not None:
+        kwargs = {**kwargs, "cache_dir": str(cache_dir)}
+    if not timm.is_model(model_name):
+        raise ValueError(
+            f"Unknown timm model {model_name!r}. Use an 'architecture.tag' name listed by "
+            f"timm.list_pretrained(), e.g. 'resnet50.a1_in1k'."
+        )
+    if weights is not None:
+        model = _create_from_file(model_name, Path(weights), num_classes, image_size, kwargs)
+    elif pretrained:
+        model = _create_from_hub(model_name, num_classes, image_size, kwargs)
+    else:
+        model = _create(model_name, False, num_classes, image_size, kwargs)
+
+    cfg = model.pretrained_cfg
+    size = image_size if image_size is not None else int(cfg["input_size"][-1])
+    model.input_config = InputConfig(
+        image_size=size,
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+    )
+    return model
+
+
+def _create(
+    model_name: str,
+    pretrained: bool,
+    num_classes: int,
+    image_size: int | None,
+    kwargs: dict[str, Any],
+    overlay: dict[str, Any] | None = None,
+) -> nn.Module:
+    """timm.create_model, passing `img_size` only to architectures that take one (ViTs, not CNNs)."""
+    common = dict(pretrained=pretrained, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs)
+    if image_size is None:
+        return timm.create_model(model_name, **common)
+    try:
+        return timm.create_model(model_name, img_size=image_size, **common)
+    except TypeError as err:
+        # CNNs are resolution-agnostic and reject the argument before building anything.
+        if "img_size" not in str(err):
+            raise
+        return timm.create_model(model_name, **common)
+
+
+def _create_from_hub(
+    model_name: str, num_classes: int, image_size: int | None, kwargs: dict[str, Any]
+) -> nn.Module:
+    try:
+        return _create(model_name, True, num_classes, image_size, kwargs)
+    except OSError as err:  # hub/url download failures and missing cache entries are all OSErrors
+        raise WeightsUnavailableError(_unavailable_message(model_name, err)) from err
+    except RuntimeError as err:
+        if "No pretrained weights exist" not in str(err):
+            raise
+        raise WeightsUnavailableError(_unavailable_message(model_name, err)) from err
+
+
+def _create_from_file(
+    model_name: str, path: Path, num_classes: int, image_size: int | None, kwargs: dict[str, Any]
+) -> nn.Module:
+    """Load a local file through timm's own pretrained path, so its key remapping still applies.
+
+    timm loads with `strict=False` whenever it drops a pretrained head, so a file for another
+    architecture would silently leave the backbone random; we read timm's missing-keys report and
+    refuse anything but a missing head.
+    """
+    path = path.expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Weights file for {model_name!r} not found: {str(path)!r} (backbone.model.weights). "
+            f"Expected a .pth/.safetensors state dict (or an original .npz for augreg ViTs)."
+        )
+    # custom_load=False: a .pth/.safetensors copy of e.g. augreg ViT weights is a plain state dict,
+    # although the registry's URL source for that tag is a JAX .npz needing the custom loader.
+    overlay = dict(file=str(path), custom_load=path.suffix.lower() in _JAX_SUFFIXES)
+    recorder = _MissingKeysRecorder()
+    builder_logger = logging.getLogger(_BUILDER_LOGGER)
+    old_level = builder_logger.level
+    recorder.passthrough_level = builder_logger.getEffectiveLevel()
+    builder_logger.addFilter(recorder)
+    builder_logger.setLevel(min(logging.INFO, recorder.passthrough_level))
+    try:
+        model = _create(model_name, True, num_classes, image_size, kwargs, overlay=overlay)
+    except (RuntimeError, KeyError, ValueError, OSError) as err:
+        raise WeightsLoadError(
+            f"Could not load weights file {str(path)!r} into {model_name!r}: {err}"
+        ) from err
+    finally:
+        builder_logger.removeFilter(recorder)
+        builder_logger.setLevel(old_level)
+
+    head_keys = _classifier_prefixes(model)
+    missing = [k for k in recorder.missing if not any(k.startswith(p) for p in head_keys)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise WeightsLoadError(
+            f"Weights file {str(path)!r} does not match {model_name!r}: {len(missing)} backbone "
+            f"parameters are missing from it ({shown}). Is it a checkpoint of another architecture, "
+            f"or a Lightning checkpoint with prefixed keys? Pass a plain state dict of this model."
+        )
+    return model
+
+
+class _MissingKeysRecorder(logging.Filter):
+    """Collects the keys timm reports as missing after loading, without changing what is printed.
+
+    We lower timm's builder logger to INFO to see that report, so records below the level the user
+    had configured are swallowed here rather than propagated.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.missing: list[str] = []
+        self.passthrough_level = logging.WARNING
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _MISSING_KEYS.search(record.getMessage())
+        if match:
+            self.missing.extend(k.strip() for k in match.group(1).split(",") if k.strip())
+        return record.levelno >= self.passthrough_level
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    classifiers = model.pretrained_cfg.get("classifier") or ()
+    if isinstance(classifiers, str):
+        classifiers = (classifiers,)
+    return tuple(f"{name}." for name in classifiers)
+
+
+def _unavailable_message(model_name: str, err: BaseException) -> str:
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    sources = []
+    if cfg is not None:
+        if cfg.hf_hub_id:
+            hub_id = cfg.hf_hub_id + (model_name if cfg.hf_hub_id.endswith("/") else "")
+            sources.append(f"https://huggingface.co/{hub_id} (model.safetensors)")
+        if cfg.url:
+            sources.append(cfg.url)
+    where = " or ".join(sources) if sources else "the timm hub"
+    return (
+        f"Pretrained weights for timm model {model_name!r} could not be fetched ({err}). "
+        f"Offline? Download the file from {where} on a machine with internet, then pass "
+        f"backbone.model.weights=/path/to/file (or backbone.model.pretrained=false for random init)."
+    )

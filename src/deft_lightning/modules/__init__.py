@@ -1,0 +1,1 @@
+"""The two LightningModules: DetectorModule (phase 1) and AdapterModule (phase 2)."""

@@ -1,0 +1,91 @@
+"""Phase 2: full fine-tuning of a pretrained backbone on the clean subset (or with a baseline loss)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from deft_lightning.models.peft import count_parameters
+
+
+class AdapterModule(L.LightningModule):
+    """Cross-entropy (or a robust loss) on a classifier; test accuracy every epoch, best and last.
+
+    The DataModule decides which samples are seen (``mask_mode=subset``: clean indices only). With
+    ``mask_mode=loss_mask`` (the reference) every sample is seen and the loss is averaged over the
+    clean ones; a batch with none contributes 0 instead of NaN.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        criterion: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        eval_set_names: list[str] | None = None,
+        loss_mask: torch.Tensor | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = int(num_classes)
+        self.criterion = criterion
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.eval_set_names = list(eval_set_names or ["test"])
+        self.accuracy = nn.ModuleList(MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in self.eval_set_names)
+        self.best_accuracy = nn.ModuleList(MaxMetric() for _ in self.eval_set_names)
+        if loss_mask is not None:
+            self.register_buffer("loss_mask", torch.as_tensor(loss_mask, dtype=torch.bool), persistent=False)
+        else:
+            self.loss_mask = None
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer is not None and self.trainer.is_global_zero:
+            total, trainable = count_parameters(self.model)
+            print(f"AdapterModule: {total:,} parameters, {trainable:,} trainable")
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, indices = batch
+        logits = self(images)
+        if self.loss_mask is not None:
+            weights = self.loss_mask[indices].to(logits.dtype)
+            per_sample = F.cross_entropy(logits, labels, reduction="none")
+            loss = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
+        else:
+            loss = self.criterion(logits, labels, indices)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch[0], batch[1]
+        self.accuracy[dataloader_idx].update(self(images).argmax(dim=1), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        for name, accuracy, best in zip(self.eval_set_names, self.accuracy, self.best_accuracy):
+            value = accuracy.compute()
+            best.update(value)
+            self.log(f"val/{name}_acc", value, prog_bar=True, sync_dist=False)
+            self.log(f"val/{name}_acc_best", best.compute(), sync_dist=False)
+            accuracy.reset()

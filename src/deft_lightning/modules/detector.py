@@ -1,0 +1,189 @@
+"""Phase 1: CLIP with visual PEFT and dual textual prompts learns which given labels are wrong."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from deft_lightning.losses.dual_prompt import (
+    class_yes_probability,
+    dual_prompt_loss,
+    sample_complementary_labels,
+    select_clean,
+)
+from deft_lightning.models.peft import count_parameters
+from deft_lightning.models.prompts import DualPromptLearner
+from deft_lightning.models.text_encoder import encode_prompt_embeddings
+
+
+class DetectorModule(L.LightningModule):
+    """Frozen CLIP + trainable visual PEFT + positive/negative prompt contexts (SPEC §2).
+
+    ``training_step`` implements the stop-gradients of the reference: the image–text similarity to the
+    positive prompts trains the visual PEFT and ``pos_ctx``; the dual-prompt loss sees detached image
+    features and detached positive scores, so it trains ``neg_ctx`` only.
+    """
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        visual_encoder: nn.Module,
+        prompt_learner: DualPromptLearner,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        warmup_epochs: int = 1,
+        logit_scale: float = 100.0,
+        real_noise_variant: bool = False,
+        sim_weight: float = 1.0,
+        dp_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.clip_model = clip_model
+        for parameter in clip_model.parameters():
+            parameter.requires_grad_(False)
+        self.visual_encoder = visual_encoder
+        self.prompt_learner = prompt_learner
+        self.num_classes = prompt_learner.num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.warmup_epochs = int(warmup_epochs)
+        self.logit_scale = float(logit_scale)
+        self.real_noise_variant = bool(real_noise_variant)
+        self.sim_weight, self.dp_weight = float(sim_weight), float(dp_weight)
+        self._cached_text: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.online_records: list[torch.Tensor] = []  # (index, selected) of the current training epoch
+        self.predictions: list[dict[str, torch.Tensor]] = []
+        self.test_accuracy = nn.ModuleList()
+        self.eval_set_names: list[str] = ["test"]
+        self.strict_loading = False  # frozen CLIP tensors are left out of our checkpoints by design
+
+    # ----- the explicit model API -------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.visual_encoder(images), dim=-1)
+
+    def encode_text(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised positive and negative prompt features (C, E) each, in one batched tower call."""
+        if self._cached_text is not None and not torch.is_grad_enabled():
+            return self._cached_text
+        prompts = self.prompt_learner()
+        features = F.normalize(
+            encode_prompt_embeddings(self.clip_model, prompts, self.prompt_learner.prompt_eot_positions()), dim=-1
+        )
+        positive, negative = features.split(self.num_classes, dim=0)
+        if not torch.is_grad_enabled():
+            self._cached_text = (positive, negative)
+            return self._cached_text
+        return positive, negative
+
+    def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s⁺, s⁻): scaled similarities to the positive prompts and, from detached features, the negative."""
+        image_features = self.encode_image(images)
+        positive, negative = self.encode_text()
+        s_pos = self.logit_scale * image_features @ positive.t()
+        s_neg = self.logit_scale * image_features.detach() @ negative.t()
+        return s_pos, s_neg
+
+    def clean_probability(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        s_pos, s_neg = self.scores(images)
+        return class_yes_probability(s_pos, s_neg).gather(1, labels.view(-1, 1)).squeeze(1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits of the textual classifier made of the positive prompts."""
+        return self.scores(images)[0]
+
+    # ----- training ---------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        total, trainable = count_parameters(self)
+        if self.trainer is not None and self.trainer.is_global_zero and stage == "fit":
+            print(f"DetectorModule: {total:,} parameters, {trainable:,} trainable ({100.0 * trainable / total:.3f}%)")
+
+    def in_warmup(self) -> bool:
+        return self.current_epoch < self.warmup_epochs
+
+    def on_train_epoch_start(self) -> None:
+        self._cached_text = None
+        self.online_records = []
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, indices = batch
+        s_pos, s_neg = self.scores(images)
+        complementary = sample_complementary_labels(labels, self.num_classes)
+        loss = dual_prompt_loss(
+            s_pos,
+            s_neg,
+            labels,
+            complementary,
+            warmup=self.in_warmup(),
+            require_argmax=self.real_noise_variant,
+            sce_warmup=self.real_noise_variant,
+            sim_weight=self.sim_weight,
+            dp_weight=self.dp_weight,
+        )
+        self.online_records.append(torch.stack([indices, loss.selected.long()], dim=1).detach())
+        batch_size = images.shape[0]
+        self.log("train/loss", loss.total, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss_sim", loss.sim, batch_size=batch_size)
+        self.log("train/loss_dp", loss.dp, batch_size=batch_size)
+        self.log("train/clean_fraction", loss.selected.float().mean(), prog_bar=True, batch_size=batch_size)
+        return loss.total
+
+    def configure_optimizers(self):
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(parameters)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+
+    # ----- evaluation: textual classifier of positive prompts ---------------------------------
+    def set_eval_sets(self, names: list[str]) -> None:
+        self.eval_set_names = list(names)
+        self.test_accuracy = nn.ModuleList(
+            MulticlassAccuracy(num_classes=self.num_classes, average="micro") for _ in names
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._cached_text = None
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch[0], batch[1]
+        metric = self.test_accuracy[dataloader_idx]
+        metric.update(self(images).argmax(dim=1), labels)
+        name = self.eval_set_names[dataloader_idx]
+        self.log(f"val/{name}_acc", metric, on_epoch=True, add_dataloader_idx=False, batch_size=images.shape[0])
+
+    # ----- the final inference pass -----------------------------------------------------------
+    def on_predict_epoch_start(self) -> None:
+        self._cached_text = None
+        self.predictions = []
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        images, labels, indices = batch
+        s_pos, s_neg = self.scores(images)
+        p_yes = class_yes_probability(s_pos, s_neg)
+        out = {
+            "index": indices,
+            "p_clean": p_yes.gather(1, labels.view(-1, 1)).squeeze(1),
+            "is_clean": select_clean(s_pos, s_neg, labels, self.real_noise_variant),
+            "predicted_label": s_pos.argmax(dim=1),
+            "class_probs": s_pos.softmax(dim=1),
+        }
+        self.predictions.append({k: v.detach() for k, v in out.items()})
+        return out
+
+    # ----- checkpoints and the reusable detector artefact --------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only trainable tensors: the frozen CLIP is rebuilt from its own weights on resume."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        state = checkpoint["state_dict"]
+        for name in [name for name in state if name not in trainable]:
+            del state[name]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {name: value.detach().cpu() for name, value in self.state_dict().items() if name in names}
+

@@ -1,0 +1,1 @@
+"""The two phases as plain functions over a composed config, shared by the train and detect entry points."""

@@ -1,0 +1,59 @@
+"""Phase 2 as a function: fine-tune the configured backbone on the clean subset, report accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from deft_lightning.data.datamodule import NoisyLabelDataModule
+from deft_lightning.io import write_json
+from deft_lightning.modules.adapter import AdapterModule
+from deft_lightning.pipeline.common import build_trainer, resume_checkpoint
+
+ADAPTATION_DIR = "adaptation"
+MASK_MODES = ("subset", "loss_mask")
+
+
+def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, clean_mask: np.ndarray | None) -> dict:
+    out_dir = run_dir / ADAPTATION_DIR
+    mask_mode = str(cfg.adapter.mask_mode)
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f"adapter.mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+    if cfg.method.uses_clean_subset and clean_mask is None:
+        raise ValueError(f"method={cfg.method.name} trains on the clean subset: run phase 1 or pass adapter.selection=PATH")
+
+    model = instantiate(cfg.backbone.model)(num_classes=dm.num_classes, class_names=dm.class_names)
+    criterion = instantiate(cfg.method.loss)(num_samples=dm.num_train, num_classes=dm.num_classes)
+    use_mask = cfg.method.uses_clean_subset
+    dm.set_clean_mask(clean_mask if use_mask and mask_mode == "subset" else None)
+    dm.configure_inputs(model.input_config)
+    dm.batch_size = int(cfg.backbone.batch_size)
+    module = AdapterModule(
+        model,
+        num_classes=dm.num_classes,
+        criterion=criterion,
+        optimizer=instantiate(cfg.backbone.optimizer),
+        scheduler=instantiate(cfg.adapter.scheduler) if cfg.adapter.get("scheduler") else None,
+        eval_set_names=dm.eval_set_names,
+        loss_mask=clean_mask if use_mask and mask_mode == "loss_mask" else None,
+        channels_last=bool(cfg.backbone.get("channels_last", False)),
+    )
+    trainer = build_trainer(cfg, "adaptation", run_dir, int(cfg.backbone.epochs), [])
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "adaptation"))
+
+    logged = trainer.callback_metrics
+    metrics = {"method": str(cfg.method.name), "backbone": str(cfg.backbone.name), "mask_mode": mask_mode,
+               "num_train_samples": int(len(dm.train_indices)), "test_set_selected_best_note":
+               "best = max over epochs of test accuracy (as the paper selects on the test set)"}
+    for name in dm.eval_set_names:
+        metrics[name] = {
+            "best": float(logged[f"val/{name}_acc_best"]),
+            "last": float(logged[f"val/{name}_acc"]),
+        }
+    if trainer.is_global_zero:
+        write_json(out_dir / "metrics.json", metrics)
+    trainer.strategy.barrier("adaptation_metrics")
+    return metrics

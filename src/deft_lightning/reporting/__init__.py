@@ -1,0 +1,1 @@
+"""Reports: the clean selection and its summary, result tables and plots."""

@@ -1,0 +1,1 @@
+"""Clean-sample selection rules: dual prompt, label-match, small-loss, GMM."""

@@ -1,0 +1,13 @@
+"""A small offline world where DEFT's premise holds.
+
+No pretrained weights can be downloaded where this project is built and tested, so a randomly
+initialised CLIP would make every demo number meaningless. This package instead builds a world in
+which a tiny CLIP *is* pretrained: a procedural image–caption generator (:mod:`.generator`), a
+contrastive pretraining run cached per machine (:mod:`.pretrain`), and a zero-shot check
+(:mod:`.zero_shot`). The downstream labelled dataset lives in
+:mod:`deft_lightning.data.readers.toy`.
+"""
+
+from deft_lightning.toy.generator import GENERATOR_VERSION, SHAPES, Domain, generate_labelled, generate_web
+
+__all__ = ["GENERATOR_VERSION", "SHAPES", "Domain", "generate_labelled", "generate_web"]

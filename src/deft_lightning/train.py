@@ -1,0 +1,74 @@
+"""``python -m deft_lightning.train``: phase 1 (detection) → clean mask → phase 2 (adaptation).
+
+``train(cfg)`` is the plain, testable entry function; ``main`` wraps it with Hydra and turns known
+user errors (missing data, unavailable weights, bad options) into one clear message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from deft_lightning.data.base import DatasetError
+from deft_lightning.io import write_text
+from deft_lightning.models.clip import WeightsUnavailableError
+from deft_lightning.pipeline.adaptation import run_adaptation
+from deft_lightning.pipeline.common import build_datamodule
+from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
+from deft_lightning.reporting.summary import format_summary
+
+PHASES = ("detect", "adapt")
+USER_ERRORS = (DatasetError, WeightsUnavailableError, FileNotFoundError, ValueError)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run the configured phases; return their metrics. Files go to ``cfg.paths.output_dir``."""
+    phases = list(cfg.phases)
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise ValueError(f"phases must be a non-empty list drawn from {list(PHASES)}, got {phases}")
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    dm = build_datamodule(cfg)
+    dm.load()
+    results: dict = {"run_dir": str(run_dir)}
+    selection = None
+    clean_mask = None
+    if "detect" in phases:
+        selection, results["detection"] = run_detection(cfg, dm, run_dir)
+        clean_mask = mask_for_phase2(cfg, selection, run_dir, dm)
+    if "adapt" in phases:
+        if clean_mask is None and cfg.method.uses_clean_subset:
+            path = cfg.adapter.selection or run_dir / "detection" / "selection.csv"
+            clean_mask = load_selection(path, dm.num_train).mask(dm.num_train)
+        results["adaptation"] = run_adaptation(cfg, dm, run_dir, clean_mask)
+    if _is_rank_zero():
+        print(format_summary(results))
+    return results
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> dict | None:
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    try:
+        return train(cfg)
+    except USER_ERRORS as error:
+        print(f"\nerror: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
