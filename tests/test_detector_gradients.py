@@ -66,3 +66,18 @@ def test_text_features_are_cached_without_gradient_and_fresh_with_it():
         assert detector.encode_text() is first
     positive, _ = detector.encode_text()
     assert positive.requires_grad
+
+
+def test_peft_parameters_inside_the_tower_stay_trainable():
+    """Bias tuning unfreezes tensors of the tower itself; the detector must not re-freeze them."""
+    from deft_lightning.models.peft.bias import VisualBiasTuning
+
+    torch.manual_seed(0)
+    model, _ = create_clip("deft-tiny-clip", pretrained=None)
+    learner = DualPromptLearner(CLASSES, get_tokenizer("deft-tiny-clip"), model.token_embedding, n_ctx=4)
+    visual = VisualBiasTuning(model.visual)
+    expected = sum(p.numel() for p in visual.parameters() if p.requires_grad)
+    detector = DetectorModule(model, visual, learner, optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    in_tower = sum(p.numel() for n, p in detector.visual_encoder.named_parameters() if p.requires_grad)
+    assert expected > 0 and in_tower == expected
+    assert not any(p.requires_grad for p in detector.clip_model.transformer.parameters())

@@ -38,22 +38,30 @@ def train(cfg: DictConfig) -> dict:
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    dm = build_datamodule(cfg)
-    dm.load()
     results: dict = {"run_dir": str(run_dir)}
-    selection = None
-    clean_mask = None
-    if "detect" in phases:
-        selection, results["detection"] = run_detection(cfg, dm, run_dir)
-        clean_mask = mask_for_phase2(cfg, selection, run_dir, dm)
-    if "adapt" in phases:
-        if clean_mask is None and cfg.method.uses_clean_subset:
-            path = cfg.adapter.selection or run_dir / "detection" / "selection.csv"
-            clean_mask = load_selection(path, dm.num_train).mask(dm.num_train)
-        results["adaptation"] = run_adaptation(cfg, dm, run_dir, clean_mask)
+    try:
+        dm = build_datamodule(cfg)
+        dm.load()
+        clean_mask = None
+        if "detect" in phases:
+            selection, results["detection"] = run_detection(cfg, dm, run_dir)
+            clean_mask = mask_for_phase2(cfg, selection, run_dir, dm)
+        if "adapt" in phases:
+            if clean_mask is None and cfg.method.uses_clean_subset:
+                path = cfg.adapter.selection or run_dir / "detection" / "selection.csv"
+                clean_mask = load_selection(path, dm.num_train).mask(dm.num_train)
+            results["adaptation"] = run_adaptation(cfg, dm, run_dir, clean_mask)
+    finally:
+        finish_wandb()  # multirun jobs must never share, or leave open, a W&B run
     if _is_rank_zero():
         print(format_summary(results))
     return results
+
+
+def finish_wandb() -> None:
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def _is_rank_zero() -> bool:

@@ -44,8 +44,11 @@ class DetectorModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.clip_model = clip_model
+        # freeze CLIP, but keep what the PEFT module made trainable inside the tower (biases, LoRA)
+        peft_trainable = {id(p) for p in visual_encoder.parameters() if p.requires_grad}
         for parameter in clip_model.parameters():
-            parameter.requires_grad_(False)
+            if id(parameter) not in peft_trainable:
+                parameter.requires_grad_(False)
         self.visual_encoder = visual_encoder
         self.prompt_learner = prompt_learner
         self.num_classes = prompt_learner.num_classes

@@ -56,10 +56,10 @@ class CleanSelection:
             preds = torch.as_tensor(self.is_clean)
             target = torch.as_tensor(self.given_label == self.true_label)
             out.update(
-                precision=float(binary_precision(preds.long(), target.long())),
-                recall=float(binary_recall(preds.long(), target.long())),
-                f1=float(binary_f1_score(preds.long(), target.long())),
-                actual_noise_rate=float(1.0 - target.float().mean()),
+                precision=round(float(binary_precision(preds.long(), target.long())), 6),
+                recall=round(float(binary_recall(preds.long(), target.long())), 6),
+                f1=round(float(binary_f1_score(preds.long(), target.long())), 6),
+                actual_noise_rate=round(float(1.0 - target.double().mean()), 6),
             )
         return out
 
