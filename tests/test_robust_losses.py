@@ -95,29 +95,29 @@ def test_elr_target_update_is_a_running_average() -> None:
     clamped = [1 - 1e-4, 1e-4, 1e-4]
     p1 = [c / sum(clamped) for c in clamped]
     expected = [(1 - beta) * p for p in p1]
-    torch.testing.assert_close(loss_fn.targets[2], torch.tensor(expected, dtype=torch.float64))
-    assert loss_fn.targets[[0, 1, 3]].abs().sum() == 0  # untouched samples keep their state
+    torch.testing.assert_close(loss_fn.soft_targets[2], torch.tensor(expected, dtype=torch.float64))
+    assert loss_fn.soft_targets[[0, 1, 3]].abs().sum() == 0  # untouched samples keep their state
 
     loss_fn(second, label, index)
     p2 = _softmax([0.0, 1.0, 0.0])
     expected = [beta * t + (1 - beta) * p for t, p in zip(expected, p2)]
-    torch.testing.assert_close(loss_fn.targets[2], torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(loss_fn.soft_targets[2], torch.tensor(expected, dtype=torch.float64))
 
     # evaluation passes read the ensemble but never move it
     loss_fn.eval()
     loss_fn(first, label, index)
-    torch.testing.assert_close(loss_fn.targets[2], torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(loss_fn.soft_targets[2], torch.tensor(expected, dtype=torch.float64))
 
 
 def test_elr_targets_are_checkpointed_buffers() -> None:
     loss_fn = ELRLoss(num_samples=6, num_classes=4)
-    assert "targets" in loss_fn.state_dict()
-    assert loss_fn.targets.shape == (6, 4)
-    assert loss_fn.to(torch.float64).targets.dtype == torch.float64  # moves with the module
+    assert "soft_targets" in loss_fn.state_dict()
+    assert loss_fn.soft_targets.shape == (6, 4)
+    assert loss_fn.to(torch.float64).soft_targets.dtype == torch.float64  # moves with the module
     restored = ELRLoss(num_samples=6, num_classes=4)
-    loss_fn.targets[1] = 0.5
+    loss_fn.soft_targets[1] = 0.5
     restored.load_state_dict(loss_fn.state_dict())
-    assert torch.equal(restored.targets, loss_fn.targets.float())
+    assert torch.equal(restored.soft_targets, loss_fn.soft_targets.float())
 
 
 def test_losses_backpropagate_to_logits() -> None:

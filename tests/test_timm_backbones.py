@@ -168,6 +168,15 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
         build_timm_classifier(NUM_CLASSES, "resnet50.a1_in1k", weights=str(path), image_size=IMAGE_SIZE)
 
 
+def test_prefixed_checkpoint_keys_are_refused(models, tmp_path: Path) -> None:
+    """A Lightning-style file ('model.' prefixes) matches no key: timm alone would leave it random."""
+    state = {f"model.{k}": v.detach().contiguous() for k, v in models["resnet50"].state_dict().items()}
+    path = tmp_path / "lightning_style.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(WeightsLoadError, match="backbone parameters are missing"):
+        build_timm_classifier(NUM_CLASSES, "resnet50.a1_in1k", weights=str(path), image_size=IMAGE_SIZE)
+
+
 def test_offline_without_file_says_how_to_pass_one(monkeypatch) -> None:
     """Simulate no network and no cache for both of timm's download routes (HF hub and plain URL)."""
     import timm.models._builder as builder

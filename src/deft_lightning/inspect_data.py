@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -35,8 +36,8 @@ def inspect(cfg: DictConfig, progress: bool = False) -> dict:
         files.train,
         files.num_classes,
         mode=str(cfg.noise.mode),
-        ratio=float(cfg.noise.ratio),
-        seed=int(cfg.noise.seed),
+        ratio=cfg.noise.ratio,  # validated (with a clear message) by apply_noise
+        seed=cfg.noise.seed,
         dataset_key=f"{cfg.dataset.name}-{len(files.train)}",  # the DataModule's key, so the cache is shared
         cache_dir=cfg.paths.cache_dir if use_cache else None,
         label_file=cfg.noise.get("label_file"),
@@ -97,6 +98,8 @@ def summary_text(report: dict) -> str:
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
+    """The ``inspect_data`` root config with command-line overrides (Hydra's compose API, no run dir)."""
+    GlobalHydra.instance().clear()  # a composed config elsewhere in this process must not block this one
     with initialize_config_module(config_module="deft_lightning.conf", version_base="1.3"):
         return compose(config_name="inspect_data", overrides=overrides)
 

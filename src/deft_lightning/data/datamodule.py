@@ -64,7 +64,7 @@ class NoisyLabelDataModule(L.LightningDataModule):
                 self.files.train,
                 self.files.num_classes,
                 mode=str(options.get("mode", "none")),
-                ratio=float(options.get("ratio", 0.0)),
+                ratio=options.get("ratio", 0.0),  # validated by apply_noise, with a clear message
                 seed=int(options.get("seed", 0)),
                 dataset_key=f"{self.dataset_name}-{len(self.files.train)}",
                 cache_dir=self.cache_dir,

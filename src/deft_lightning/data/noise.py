@@ -81,10 +81,15 @@ def _transition(given: np.ndarray, true: np.ndarray, num_classes: int) -> np.nda
     return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
 
 
-def _result(given: np.ndarray, true: np.ndarray | None, num_classes: int, mode: str, ratio: float, seed: int) -> NoisyLabels:
+def _result(
+    given: np.ndarray, true: np.ndarray | None, num_classes: int, mode: str, ratio: float, seed: int
+) -> NoisyLabels:
     given = np.asarray(given, dtype=np.int64)
-    rate = None if true is None else float((given != true).mean()) if len(given) else 0.0
-    transition = None if true is None else _transition(given, true, num_classes)
+    if true is None:
+        rate, transition = None, None
+    else:
+        rate = float((given != true).mean()) if len(given) else 0.0
+        transition = _transition(given, true, num_classes)
     return NoisyLabels(given, true, mode, float(ratio), int(seed), rate, transition)
 
 
@@ -187,7 +192,9 @@ def read_label_file(path: str | Path, num_samples: int, num_classes: int) -> np.
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"Label file {path} not found; expected a .npy array or a .csv/.txt with one label per line.")
+        raise DatasetError(
+            f"Label file {path} not found; expected a .npy array or a .csv/.txt with one label per line."
+        )
     if path.suffix.lower() == ".npy":
         try:
             raw = np.load(path, allow_pickle=False)
@@ -206,7 +213,9 @@ def read_label_file(path: str | Path, num_samples: int, num_classes: int) -> np.
         for line_no, line in lines:
             fields = [f for f in re.split(r"[,\s]+", line) if f]
             if len(fields) not in (1, 2) or not all(re.fullmatch(r"-?\d+", f) for f in fields):
-                raise DatasetError(f"{path}, line {line_no}: expected '<label>' or '<index>,<label>' integers, got {line!r}.")
+                raise DatasetError(
+                    f"{path}, line {line_no}: expected '<label>' or '<index>,<label>' integers, got {line!r}."
+                )
             rows.append((line_no, [int(f) for f in fields]))
         widths = {len(f) for _, f in rows}
         if len(widths) > 1:
@@ -220,7 +229,9 @@ def read_label_file(path: str | Path, num_samples: int, num_classes: int) -> np.
                         f"{path}, line {line_no}: index {index} is out of [0, {num_samples}) or repeated."
                     )
                 if label < 0:
-                    raise DatasetError(f"{path}, line {line_no}: label {label} is negative; expected [0, {num_classes}).")
+                    raise DatasetError(
+                        f"{path}, line {line_no}: label {label} is negative; expected [0, {num_classes})."
+                    )
                 labels[index] = label
             line_of = [0] * num_samples
             for line_no, (index, _) in rows:
@@ -236,7 +247,9 @@ def read_label_file(path: str | Path, num_samples: int, num_classes: int) -> np.
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if len(bad):
         i = int(bad[0])
-        raise DatasetError(f"{path}, {where(i)}: label {int(labels[i])} is outside [0, {num_classes}) for {num_classes} classes.")
+        raise DatasetError(
+            f"{path}, {where(i)}: label {int(labels[i])} is outside [0, {num_classes}) for {num_classes} classes."
+        )
     return labels
 
 

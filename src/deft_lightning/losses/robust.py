@@ -24,6 +24,11 @@ def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     return per_sample
 
 
+def _full_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (AMP) are upcast: p^q and log(1 - <t, p>) lose too much in 16 bits."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def _check_reduction(reduction: str) -> str:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -72,7 +77,7 @@ class GCELoss(nn.Module):
         self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
     ) -> torch.Tensor:
         # p_y^q computed as exp(q * log p_y): stable for very negative log-probabilities.
-        log_p_y = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        log_p_y = F.log_softmax(_full_precision(logits), dim=1).gather(1, targets[:, None]).squeeze(1)
         per_sample = (1.0 - torch.exp(self.q * log_p_y)) / self.q
         return _reduce(per_sample, self.reduction)
 
@@ -102,7 +107,7 @@ class SCELoss(nn.Module):
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
     ) -> torch.Tensor:
-        logits = logits.float()
+        logits = _full_precision(logits)
         ce = F.cross_entropy(logits, targets, reduction="none")
         probs = logits.softmax(dim=1)
         one_hot = F.one_hot(targets, logits.shape[1]).to(probs.dtype)
@@ -119,13 +124,13 @@ class ELRLoss(nn.Module):
     predicted early in training keeps it from later memorising wrong labels. Probabilities are clamped
     to [1e-4, 1 - 1e-4] and renormalised so the log stays finite.
 
-    The targets are a registered buffer: they move with `.to(device)` and are saved in checkpoints so a
+    The soft targets are a registered buffer: they move with `.to(device)` and are saved in checkpoints so a
     resumed run continues the same ensemble. Under DDP each rank only updates the indices it saw, and
     DDP's default `broadcast_buffers=True` would overwrite them with rank 0's copy each step; gather
     (indices, probabilities) across ranks or disable buffer broadcasting when training ELR on >1 GPU.
     """
 
-    targets: torch.Tensor
+    soft_targets: torch.Tensor
 
     def __init__(
         self,
@@ -143,18 +148,18 @@ class ELRLoss(nn.Module):
         self.lam = float(lam)
         self.clamp = float(clamp)
         self.reduction = _check_reduction(reduction)
-        self.register_buffer("targets", torch.zeros(num_samples, num_classes))
+        self.register_buffer("soft_targets", torch.zeros(num_samples, num_classes))
 
     def clamped_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        probs = logits.float().softmax(dim=1).clamp(self.clamp, 1.0 - self.clamp)
+        probs = _full_precision(logits).softmax(dim=1).clamp(self.clamp, 1.0 - self.clamp)
         return probs / probs.sum(dim=1, keepdim=True)
 
     @torch.no_grad()
     def update_targets(self, indices: torch.Tensor, probs: torch.Tensor) -> None:
         """Temporal-ensemble step for the given samples (exposed so DDP code can feed gathered values)."""
-        indices = indices.to(self.targets.device, torch.long)
-        current = self.targets[indices]
-        self.targets[indices] = self.beta * current + (1.0 - self.beta) * probs.to(current.dtype)
+        indices = indices.to(self.soft_targets.device, torch.long)
+        current = self.soft_targets[indices]
+        self.soft_targets[indices] = self.beta * current + (1.0 - self.beta) * probs.to(current.dtype)
 
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor
@@ -164,9 +169,7 @@ class ELRLoss(nn.Module):
         probs = self.clamped_probabilities(logits)
         if self.training:  # evaluation passes (e.g. a held-out split) must not touch the ensemble
             self.update_targets(indices, probs.detach())
-        ensemble = self.targets[indices.to(self.targets.device, torch.long)].to(probs.dtype)
+        ensemble = self.soft_targets[indices.to(self.soft_targets.device, torch.long)].to(probs.dtype)
         agreement = (ensemble * probs).sum(dim=1)
-        per_sample = F.cross_entropy(logits.float(), targets, reduction="none") + self.lam * torch.log(
-            1.0 - agreement
-        )
-        return _reduce(per_sample, self.reduction)
+        cross_entropy = F.cross_entropy(_full_precision(logits), targets, reduction="none")
+        return _reduce(cross_entropy + self.lam * torch.log(1.0 - agreement), self.reduction)

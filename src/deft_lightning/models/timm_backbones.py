@@ -17,24 +17,22 @@ from typing import Any
 import timm
 import torch.nn as nn
 
+# One error class for "weights problem the user fixes by passing a file", shared with the CLIP
+# loader so train.py reports both backbones' weight errors as user errors, not tracebacks.
+from deft_lightning.models.clip import WeightsUnavailableError
 from deft_lightning.models.inputs import InputConfig
 
 __all__ = ["WeightsUnavailableError", "WeightsLoadError", "build_timm_classifier"]
 
-# Formats timm reads as a plain (native) state dict; anything else with `.npz` goes through the
-# model's own `load_pretrained` (original JAX/Flax augreg checkpoints).
-_NATIVE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+# Original JAX/Flax checkpoints (augreg ViT .npz) go through the model's own `load_pretrained`;
+# every other file is read by timm as a plain state dict (.pth, .safetensors, ...).
 _JAX_SUFFIXES = (".npz",)
 
 _BUILDER_LOGGER = "timm.models._builder"
 _MISSING_KEYS = re.compile(r"Missing keys \((.*)\) discovered")
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were requested by tag but could not be fetched (offline, no cache)."""
-
-
-class WeightsLoadError(RuntimeError):
+class WeightsLoadError(WeightsUnavailableError):
     """A local weights file was given but does not fit the requested architecture."""
 
 

@@ -6,13 +6,14 @@ reach the same functions through ``dataset.reader._target_``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from deft_lightning.data.base import DatasetFiles
 from deft_lightning.data.readers.cifar import read_cifar10, read_cifar100, read_cifar100n
 from deft_lightning.data.readers.clothing1m import read_clothing1m
 from deft_lightning.data.readers.fine_grained import read_cub200, read_stanford_cars, read_tiny_imagenet
 from deft_lightning.data.readers.synthetic import read_synthetic
+from deft_lightning.data.readers.toy import read_toy
 from deft_lightning.data.readers.user import read_csv, read_imagefolder
 from deft_lightning.data.readers.webvision import read_webvision
 
@@ -28,6 +29,7 @@ READERS: dict[str, Callable[..., DatasetFiles]] = {
     "imagefolder": read_imagefolder,
     "csv": read_csv,
     "synthetic": read_synthetic,
+    "toy": read_toy,
 }
 
 __all__ = ["READERS"]

@@ -40,8 +40,9 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
 def class_folders(split_dir: Path, layout: str) -> list[Path]:
     """Sorted class sub-folders of ``split_dir``; a DatasetError when there are none."""
     require_path(split_dir, "Split folder", layout)
-    folders = sorted((p for p in Path(split_dir).iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: p.name)
+    folders = sorted(
+        (p for p in Path(split_dir).iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
+    )
     if not folders:
         raise DatasetError(f"{split_dir} has no class sub-folders.\nExpected layout:\n{layout.rstrip()}")
     return folders
@@ -83,7 +84,7 @@ def read_class_folders(
 def relative_ids(paths: list[str], root: Path) -> list[str]:
     """Sample ids = paths relative to the dataset root (posix separators), cheap for long lists."""
     prefix = str(Path(root)) + os.sep
-    return [p[len(prefix):].replace(os.sep, "/") if p.startswith(prefix) else p for p in paths]
+    return [p[len(prefix) :].replace(os.sep, "/") if p.startswith(prefix) else p for p in paths]
 
 
 def read_lines(path: Path, what: str, layout: str) -> list[str]:
@@ -144,13 +145,11 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     """An unpickler that builds only numpy arrays and plain containers, never arbitrary objects."""
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle API
-        allowed = (module, name) in _ALLOWED_PICKLE_GLOBALS or (
-            module == "numpy.dtypes" and name.endswith("DType")
-        )
+        allowed = (module, name) in _ALLOWED_PICKLE_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType"))
         if not allowed:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are expected")
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
-            module = "numpy._core." + module[len("numpy.core."):]  # numpy 2 name, avoids a deprecation warning
+            module = "numpy._core." + module[len("numpy.core.") :]  # numpy 2 name, avoids a deprecation warning
         return super().find_class(module, name)
 
 

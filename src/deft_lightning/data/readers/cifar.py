@@ -20,8 +20,11 @@ CIFAR10_LAYOUT = """\
 CIFAR100_LAYOUT = """\
 <root>/cifar-100-python/
     train, test, meta   (official python pickles)"""
-CIFAR100N_LAYOUT = CIFAR100_LAYOUT + """
+CIFAR100N_LAYOUT = (
+    CIFAR100_LAYOUT
+    + """
 <root>/CIFAR-100_human.pt   (CIFAR-N release: clean_label, noisy_label, ...)"""
+)
 
 
 def _images(batch: dict, file: Path) -> np.ndarray:
@@ -128,9 +131,7 @@ def read_cifar100n(root: str | Path, human_file: str | Path | None = None) -> Da
     noisy = np.asarray(data["noisy_label"], dtype=np.int64).reshape(-1)
     n = len(files.train)
     if clean.shape != (n,) or noisy.shape != (n,):
-        raise DatasetError(
-            f"{path}: holds {noisy.size} noisy labels, expected {n} (one per CIFAR-100 training image)."
-        )
+        raise DatasetError(f"{path}: holds {noisy.size} noisy labels, expected {n} (one per CIFAR-100 training image).")
     mismatch = int((clean != files.train.clean_labels).sum())
     if mismatch:
         raise DatasetError(

@@ -40,7 +40,7 @@ def read_label_kv(path: Path, what: str) -> dict[str, int]:
     except ValueError:
         bad = next(t for t in tokens[1::2] if not t.lstrip("-").isdigit())
         raise DatasetError(f"{path}: label {bad!r} is not an integer; expected '<image key> <label>' lines.") from None
-    return dict(zip(keys, labels))
+    return dict(zip(keys, labels, strict=True))
 
 
 def _labels_for(keys: list[str], kv: dict[str, int], list_file: Path, kv_file: Path) -> np.ndarray:
@@ -51,16 +51,17 @@ def _labels_for(keys: list[str], kv: dict[str, int], list_file: Path, kv_file: P
 
 
 def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``size // num_classes`` random samples per class (all of a smaller class).
+    """Sorted indices of about ``size / num_classes`` random samples per class (all of a smaller class);
+    the first ``size % num_classes`` classes take one more, so big pools give exactly ``size``.
 
     Drawn with a private generator, so the subset depends only on (labels, size, seed).
     """
     rng = np.random.default_rng(seed)
-    per_class = size // num_classes
     picks = []
     for c in range(num_classes):
         pool = np.flatnonzero(labels == c)
-        picks.append(rng.permutation(pool)[:per_class])
+        quota = size // num_classes + (1 if c < size % num_classes else 0)
+        picks.append(rng.permutation(pool)[:quota])
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
 
 

@@ -144,6 +144,9 @@ def read_cub200(root: str | Path) -> DatasetFiles:
         )
 
     return DatasetFiles(
-        name="cub200", class_names=class_names, train=split(train_mask), test={"test": split(~train_mask)},
+        name="cub200",
+        class_names=class_names,
+        train=split(train_mask),
+        test={"test": split(~train_mask)},
         family="fine_grained",
     ).validate()

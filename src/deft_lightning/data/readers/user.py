@@ -82,7 +82,9 @@ def read_csv(
         reader = csv.reader(fh)
         header = [h.strip().lower() for h in next(reader, [])]
         if "path" not in header or "label" not in header:
-            raise DatasetError(f"{csv_file}: header row {header} must name the columns 'path' and 'label'.\n{CSV_LAYOUT}")
+            raise DatasetError(
+                f"{csv_file}: header row {header} must name the columns 'path' and 'label'.\n{CSV_LAYOUT}"
+            )
         col_path, col_label = header.index("path"), header.index("label")
         col_split = header.index("split") if "split" in header else None
         rows = [(n, r) for n, r in enumerate(reader, 2) if any(cell.strip() for cell in r)]
@@ -107,9 +109,11 @@ def read_csv(
     else:
         names = list(class_names) if class_names is not None else sorted(set(raw_labels))
         index = {n: i for i, n in enumerate(names)}
-        for (line_no, _), x in zip(rows, raw_labels):
+        for (line_no, _), x in zip(rows, raw_labels, strict=True):
             if x not in index:
-                raise DatasetError(f"{csv_file}, line {line_no}: label {x!r} is not a known class; expected one of {names}.")
+                raise DatasetError(
+                    f"{csv_file}, line {line_no}: label {x!r} is not a known class; expected one of {names}."
+                )
         labels = np.asarray([index[x] for x in raw_labels], dtype=np.int64)
 
     ids, paths = [], []

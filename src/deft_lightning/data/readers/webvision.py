@@ -88,9 +88,7 @@ def _imagenet_val(imagenet_root: Path, wnids: list[str]) -> Split:
     return Split(clean_labels=np.asarray(labels), paths=paths, sample_ids=relative_ids(paths, imagenet_root))
 
 
-def read_webvision(
-    root: str | Path, imagenet_root: str | Path | None = None, num_classes: int = 50
-) -> DatasetFiles:
+def read_webvision(root: str | Path, imagenet_root: str | Path | None = None, num_classes: int = 50) -> DatasetFiles:
     """Mini-WebVision: Google-subset training images with label < ``num_classes`` (their web labels are
     the real noisy labels), tested on WebVision val and, when ``imagenet_root`` is given, ImageNet val.
     """
@@ -110,7 +108,9 @@ def read_webvision(
     val_keys, val_labels = _read_list(root / "info" / "val_filelist.txt", "WebVision validation list")
     keep = np.flatnonzero(val_labels < num_classes)
     val_ids = ["val_images_256/" + val_keys[i] for i in keep]
-    test = {"webvision_val": Split(clean_labels=val_labels[keep], paths=[prefix + k for k in val_ids], sample_ids=val_ids)}
+    test = {
+        "webvision_val": Split(clean_labels=val_labels[keep], paths=[prefix + k for k in val_ids], sample_ids=val_ids)
+    }
     for split in (train, test["webvision_val"]):
         if len(split):
             require_path(Path(split.paths[0]), "WebVision image", WEBVISION_LAYOUT)
@@ -118,4 +118,6 @@ def read_webvision(
         test["imagenet_val"] = _imagenet_val(Path(imagenet_root), wnids)
     else:
         log.warning("webvision: imagenet_root not set, so the ImageNet val test set is skipped.")
-    return DatasetFiles(name="webvision", class_names=class_names, train=train, test=test, family="webvision").validate()
+    return DatasetFiles(
+        name="webvision", class_names=class_names, train=train, test=test, family="webvision"
+    ).validate()
