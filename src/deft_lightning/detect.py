@@ -1,0 +1,55 @@
+"""``python -m deft_lightning.detect``: phase 1 only — which of my labels are wrong?
+
+Trains the configured detector (``detector=deft`` by default; ``label_match`` and ``small_loss`` are
+the paper's baselines), or reloads a saved one with ``detector.weights=PATH``, and writes the
+label-issue report to ``RUN/detection/``. ``detect(cfg)`` is the testable entry function.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from deft_lightning.io import write_text
+from deft_lightning.pipeline.common import build_datamodule, finish_wandb
+from deft_lightning.pipeline.detection import DETECTION_DIR, run_detection
+from deft_lightning.reporting.summary import format_summary
+from deft_lightning.train import USER_ERRORS, _is_rank_zero
+
+
+def detect(cfg: DictConfig) -> dict:
+    """Run phase 1 and write its report; return the detection summary. Files go to ``cfg.paths.output_dir``."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    results: dict = {"run_dir": str(run_dir)}
+    try:
+        dm = build_datamodule(cfg)
+        dm.load()
+        _, results["detection"] = run_detection(cfg, dm, run_dir)
+    finally:
+        finish_wandb()
+    if _is_rank_zero():
+        print(format_summary(results))
+        print(f"label-issue report: {run_dir / DETECTION_DIR / 'report.md'}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="detect")
+def main(cfg: DictConfig) -> dict | None:
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    try:
+        return detect(cfg)
+    except USER_ERRORS as error:
+        print(f"\nerror: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

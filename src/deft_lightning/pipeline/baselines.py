@@ -1,0 +1,92 @@
+"""Building the baseline detectors of SPEC §4 (``detector.kind``: label_match, small_loss)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from deft_lightning.data.noise import NoisyLabels
+from deft_lightning.models.clip import create_clip, get_tokenizer
+from deft_lightning.models.inputs import InputConfig
+from deft_lightning.models.text_encoder import encode_token_ids_truncated
+from deft_lightning.modules.label_match import LabelMatchModule
+from deft_lightning.modules.small_loss import SmallLossModule
+
+SYNTHETIC_NOISE = ("sym", "asym", "idn")
+
+
+def build_label_match(cfg: DictConfig, class_names: list[str]) -> tuple[LabelMatchModule, InputConfig]:
+    """Zero-shot CLIP with "a photo of a {class}." prompts."""
+    detector = cfg.detector
+    clip_model, inputs = create_clip(detector.clip.model_name, detector.clip.pretrained, detector.clip.weights,
+                                     cfg.paths.cache_dir)
+    module = LabelMatchModule(
+        clip_model,
+        class_names,
+        get_tokenizer(detector.clip.model_name),
+        prompt_template=str(detector.get("prompt_template", "a photo of a {}.")),
+        logit_scale=float(detector.get("logit_scale", 100.0)),
+    )
+    return module, inputs
+
+
+def build_small_loss(
+    cfg: DictConfig, class_names: list[str], noise: NoisyLabels | None = None
+) -> tuple[SmallLossModule, InputConfig]:
+    """CLIP's visual tower with the configured PEFT and a linear head on the projected features."""
+    detector = cfg.detector
+    clip_model, inputs = create_clip(detector.clip.model_name, detector.clip.pretrained, detector.clip.weights,
+                                     cfg.paths.cache_dir)
+    visual_encoder = instantiate(cfg.peft.module)(visual=clip_model.visual)
+    head_init = str(detector.get("head_init", "random"))
+    if head_init not in ("random", "text"):
+        raise ValueError(f"detector.head_init must be 'random' or 'text', got {head_init!r}")
+    head_weight = None
+    if head_init == "text":  # start from the zero-shot classifier: same argmax as cos(image, text)
+        tokenizer = get_tokenizer(detector.clip.model_name)
+        prompts = [str(detector.get("prompt_template", "a photo of a {}.")).format(n.replace("_", " ")) for n in class_names]
+        with torch.no_grad():
+            head_weight = F.normalize(encode_token_ids_truncated(clip_model, tokenizer(prompts)).float(), dim=-1)
+    module = SmallLossModule(
+        visual_encoder,
+        feature_dim=int(clip_model.visual.output_dim),
+        num_classes=len(class_names),
+        optimizer=instantiate(detector.optimizer),
+        scheduler=instantiate(detector.scheduler) if detector.get("scheduler") else None,
+        forget_rate=resolve_forget_rate(detector.get("forget_rate"), noise),
+        warmup_epochs=int(detector.get("warmup_epochs", 1)),
+        selection=str(detector.get("selection", "rank")),
+        seed=int(cfg.seed),
+        head_weight=head_weight,
+    )
+    return module, inputs
+
+
+def resolve_forget_rate(value, noise: NoisyLabels | None) -> float | None:
+    """The small-loss target rate r: a number, ``oracle`` (the true noise ratio) or null (estimate it).
+
+    ``oracle`` is ``noise.ratio`` for synthetic noise (as the reference), the realised rate otherwise
+    (e.g. CIFAR-100N, whose clean labels are known); without true labels there is no oracle.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value == "oracle":
+        if noise is None:
+            raise ValueError("detector.forget_rate=oracle needs the dataset's noise; pass a number instead")
+        if noise.mode in SYNTHETIC_NOISE:
+            return float(noise.ratio)
+        if noise.realised_rate is not None:
+            return float(noise.realised_rate)
+        raise ValueError(
+            f"detector.forget_rate=oracle: the true noise rate of noise={noise.mode} on this dataset is unknown. "
+            "Pass detector.forget_rate=<rate in [0, 1)> or use the oracle-free detector=small_loss_gmm."
+        )
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"detector.forget_rate must be a number in [0, 1), 'oracle' or null, got {value!r}")
+    return rate
