@@ -37,3 +37,28 @@ def concat_rows(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     if not batches:
         return {}
     return {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
+
+
+def distributed_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, or (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def unpadded_eval_sampler(dataset) -> "torch.utils.data.DistributedSampler | None":
+    """A sampler giving each rank a disjoint, *unpadded* slice of an evaluation set (None without DDP).
+
+    Lightning's default for validation is a padding ``DistributedSampler``, which makes every rank read the
+    same number of samples by repeating a few: accuracy would count those twice. Evaluation runs without
+    gradients, so DDP never synchronises during it and ranks may read one batch more or less than others.
+    Lightning keeps a sampler that is already a ``DistributedSampler`` instead of replacing it.
+    """
+    rank, world = distributed_world()
+    if world == 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)

@@ -6,7 +6,6 @@ user errors (missing data, unavailable weights, bad options) into one clear mess
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +18,7 @@ from deft_lightning.data.base import DatasetError
 from deft_lightning.io import write_text
 from deft_lightning.models.clip import WeightsUnavailableError
 from deft_lightning.pipeline.adaptation import run_adaptation
-from deft_lightning.pipeline.common import build_datamodule
+from deft_lightning.pipeline.common import build_datamodule, finish_wandb
 from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
 from deft_lightning.reporting.summary import format_summary
 
@@ -50,6 +49,8 @@ def train(cfg: DictConfig) -> dict:
             if clean_mask is None and cfg.method.uses_clean_subset:
                 path = cfg.adapter.selection or run_dir / "detection" / "selection.csv"
                 clean_mask = load_selection(path, dm.num_train).mask(dm.num_train)
+            # phase 2 depends on the seed alone, not on whether phase 1 ran in this process (resume, phases=[adapt])
+            L.seed_everything(int(cfg.seed), workers=True, verbose=False)
             results["adaptation"] = run_adaptation(cfg, dm, run_dir, clean_mask)
     finally:
         finish_wandb()  # multirun jobs must never share, or leave open, a W&B run
@@ -58,14 +59,11 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
-def finish_wandb() -> None:
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
-
-
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    """Global rank 0, whoever started the process (Lightning, SLURM, torchrun)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

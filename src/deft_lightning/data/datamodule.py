@@ -4,6 +4,11 @@ Phase 1 trains on every sample with its given (noisy) label; the final inference
 training set with test-time transforms; phase 2 trains on the clean subset only (or on everything
 when a baseline method or the reference loss-masking asks for it). The DataModule never knows about
 CLIP: the model that consumes the images tells it the resolution and normalisation.
+
+``val_fraction`` holds out a seeded part of the noisy training set, scored on its *given* labels, for
+honest model selection (the paper selects on the test set). Held-out samples are excluded from the
+training loaders of both phases, so neither the detector nor the adapted model has fitted them; the
+final inference pass still covers every sample, so the selection file keeps one row per sample.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from deft_lightning.data.base import DatasetFiles
 from deft_lightning.data.datasets import SplitDataset
 from deft_lightning.data.noise import NoisyLabels, apply_noise
 from deft_lightning.data.transforms import build_transform, decode_size
+from deft_lightning.distributed import unpadded_eval_sampler
 from deft_lightning.models.inputs import InputConfig
+
+HELDOUT_SET = "heldout"  # eval-set name of the held-out part of the noisy training set
 
 
 class NoisyLabelDataModule(L.LightningDataModule):
@@ -36,6 +44,8 @@ class NoisyLabelDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool | None = None,
+        val_fraction: float = 0.0,
+        val_seed: int = 0,
     ) -> None:
         super().__init__()
         self.reader = reader
@@ -52,6 +62,11 @@ class NoisyLabelDataModule(L.LightningDataModule):
         self.noise: NoisyLabels | None = None
         self.inputs = InputConfig()
         self.clean_mask: np.ndarray | None = None
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.val_fraction = float(val_fraction)
+        self.val_seed = int(val_seed)
+        self._heldout_mask: np.ndarray | None = None
 
     # ----- data that every rank must agree on -------------------------------------------------
     def load(self) -> "NoisyLabelDataModule":
@@ -97,7 +112,32 @@ class NoisyLabelDataModule(L.LightningDataModule):
 
     @property
     def eval_set_names(self) -> list[str]:
-        return list(self.load().files.test)
+        """Test sets in reader order, then ``heldout`` (given labels) when ``val_fraction > 0``."""
+        names = list(self.load().files.test)
+        if self.val_fraction > 0:
+            if HELDOUT_SET in names:
+                raise ValueError(f"a test set is named {HELDOUT_SET!r}, which the held-out split needs")
+            names.append(HELDOUT_SET)
+        return names
+
+    @property
+    def heldout_mask(self) -> np.ndarray:
+        """Training samples held out for model selection (all False when ``val_fraction == 0``).
+
+        A pure function of (N, fraction, seed), so every rank and every phase holds out the same samples.
+        """
+        if self._heldout_mask is None:
+            n = self.num_train
+            mask = np.zeros(n, dtype=bool)
+            if self.val_fraction > 0:
+                count = min(max(1, int(round(self.val_fraction * n))), n - 1)
+                mask[np.random.default_rng(self.val_seed).permutation(n)[:count]] = True
+            self._heldout_mask = mask
+        return self._heldout_mask
+
+    @property
+    def heldout_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.heldout_mask)
 
     # ----- what the phases change -------------------------------------------------------------
     def configure_inputs(self, inputs: InputConfig) -> None:
@@ -110,15 +150,17 @@ class NoisyLabelDataModule(L.LightningDataModule):
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != (self.num_train,):
                 raise ValueError(f"clean mask has shape {mask.shape}, expected ({self.num_train},)")
-            if not mask.any():
-                raise ValueError("the clean mask selects no sample: phase 2 would have nothing to train on")
+            if not (mask & ~self.heldout_mask).any():
+                raise ValueError("the clean mask selects no (non-held-out) sample: phase 2 would have nothing to train on")
         self.clean_mask = mask
 
     @property
     def train_indices(self) -> np.ndarray:
-        if self.clean_mask is None:
-            return np.arange(self.num_train)
-        return np.flatnonzero(self.clean_mask)
+        """Indices the training loader visits: the clean subset (or all), minus the held-out split."""
+        keep = ~self.heldout_mask
+        if self.clean_mask is not None:
+            keep = keep & self.clean_mask
+        return np.flatnonzero(keep)
 
     # ----- datasets and loaders ---------------------------------------------------------------
     def _native_size(self) -> int | None:
@@ -132,11 +174,12 @@ class NoisyLabelDataModule(L.LightningDataModule):
             self.files.train, self.noise.given, transform, decode_size=decode_size(self.files.family, self.inputs)
         )
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, drop_last: bool = False, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -145,23 +188,37 @@ class NoisyLabelDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset(train_transforms=True)
-        if self.clean_mask is not None:
+        if self.clean_mask is not None or self.heldout_mask.any():
             dataset = Subset(dataset, self.train_indices.tolist())
         return self._loader(dataset, self.batch_size, shuffle=True)
 
-    def inference_dataloader(self) -> DataLoader:
-        """The whole training set with test-time transforms, in index order (the final pass)."""
-        return self._loader(self.train_dataset(train_transforms=False), self.eval_batch_size, shuffle=False)
+    def inference_dataloader(self, indices: np.ndarray | None = None) -> DataLoader:
+        """The training set with test-time transforms, in index order (the final pass).
+
+        ``indices`` restricts it to some samples, e.g. one rank's share of a per-epoch loss pass;
+        batches still carry the dataset indices.
+        """
+        dataset = self.train_dataset(train_transforms=False)
+        if indices is not None:
+            dataset = Subset(dataset, np.asarray(indices, dtype=np.int64).tolist())
+        return self._loader(dataset, self.eval_batch_size, shuffle=False)
+
+    def _eval_loader(self, dataset) -> DataLoader:
+        """An evaluation loader; under DDP each rank reads an unpadded slice, so no sample counts twice."""
+        return self._loader(dataset, self.eval_batch_size, shuffle=False, sampler=unpadded_eval_sampler(dataset))
 
     def val_dataloader(self) -> list[DataLoader]:
         self.load()
         transform = build_transform(self.files.family, False, self.inputs, self._native_size())
         size = decode_size(self.files.family, self.inputs)
-        return [
-            self._loader(SplitDataset(split, split.best_labels, transform, with_index=False, decode_size=size),
-                         self.eval_batch_size, shuffle=False)
+        loaders = [
+            self._eval_loader(SplitDataset(split, split.best_labels, transform, with_index=False, decode_size=size))
             for split in self.files.test.values()
         ]
+        if self.val_fraction > 0:  # scored on the given labels: all a user with noisy data has
+            heldout = SplitDataset(self.files.train, self.noise.given, transform, with_index=False, decode_size=size)
+            loaders.append(self._eval_loader(Subset(heldout, self.heldout_indices.tolist())))
+        return loaders
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()

@@ -92,10 +92,11 @@ def dual_prompt_loss(
         sim = symmetric_cross_entropy(s_pos, labels) if sce_warmup else F.cross_entropy(s_pos, labels)
         positive_targets = labels
     else:
-        if selected.any():
-            sim = F.cross_entropy(s_pos[selected], labels[selected])
-        else:
-            sim = s_pos.sum() * 0.0  # keeps the graph; an empty selection contributes nothing
+        # mean CE over the selected samples as a masked mean: no host sync on GPU (no .any(), no boolean
+        # indexing); an empty selection gives 0 and keeps the graph
+        per_sample = F.cross_entropy(s_pos, labels, reduction="none")
+        weights = selected.to(per_sample.dtype)
+        sim = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
         positive_targets = torch.where(selected, labels, s_pos.detach().argmax(dim=1))
 
     p_no_complementary = 1.0 - p_yes.gather(1, complementary.view(-1, 1)).squeeze(1)

@@ -101,6 +101,7 @@ class DualPromptLearner(nn.Module):
         layout = build_prompt_layout(class_names, tokenizer, n_ctx, class_position, context_length)
         self.layout = layout
         length = int(layout.eot_positions.max()) + 1  # exact: the text tower is causal, EOT pools
+        self.shared_prefix_length = shared_prefix_length(layout, length, class_specific)
         with torch.no_grad():
             embedded = token_embedding(layout.token_ids[:, :length].to(token_embedding.weight.device))
         self.register_buffer("token_embeds", embedded.detach().clone(), persistent=False)
@@ -128,6 +129,36 @@ class DualPromptLearner(nn.Module):
     def forward(self) -> torch.Tensor:
         return torch.cat([self._fill(self.pos_ctx), self._fill(self.neg_ctx)], dim=0)
 
+    def forward_shared_prefix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same prompts split at ``shared_prefix_length`` P: prefixes (2, P, D), suffixes (2C, L' - P, D).
+
+        Every class of one set has the same first P tokens ([SOS] + the shared context for the default
+        layout), so the causal text tower computes them once per set instead of once per class.
+        """
+        length = self.shared_prefix_length
+        positive, negative = self._fill(self.pos_ctx), self._fill(self.neg_ctx)
+        prefixes = torch.stack([positive[0, :length], negative[0, :length]])
+        suffixes = torch.cat([positive[:, length:], negative[:, length:]], dim=0)
+        return prefixes, suffixes
+
     def prompt_eot_positions(self) -> torch.Tensor:
         """EOT positions of the (2C) prompts returned by ``forward``."""
         return torch.cat([self.eot_positions, self.eot_positions])
+
+
+def shared_prefix_length(layout: PromptLayout, length: int, class_specific: bool) -> int:
+    """How many leading tokens are identical in every class's prompt (same ids, same shared context slot).
+
+    Capped at the earliest EOT so each prompt keeps its pooled token in its own suffix. Class-specific
+    contexts differ per class, so only [SOS] can be shared then.
+    """
+    classes = layout.token_ids.shape[0]
+    source = layout.token_ids[:, :length].clone()  # what fills each slot: a token id, or context vector k
+    slots = torch.arange(layout.context_positions.shape[1]).expand(classes, -1)
+    marker = -(slots + 1)
+    if class_specific:
+        marker = marker - 1_000_000 * (torch.arange(classes).unsqueeze(1) + 1)
+    source.scatter_(1, layout.context_positions, marker)
+    shared = (source == source[:1]).all(dim=0)
+    prefix = int(shared.long().cumprod(0).sum())
+    return min(prefix, int(layout.eot_positions.min()))

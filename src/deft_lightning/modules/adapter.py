@@ -32,6 +32,7 @@ class AdapterModule(L.LightningModule):
         eval_set_names: list[str] | None = None,
         loss_mask: torch.Tensor | None = None,
         channels_last: bool = False,
+        selection_set: str | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -42,6 +43,8 @@ class AdapterModule(L.LightningModule):
         self.eval_set_names = list(eval_set_names or ["test"])
         self.accuracy = nn.ModuleList(MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in self.eval_set_names)
         self.best_accuracy = nn.ModuleList(MaxMetric() for _ in self.eval_set_names)
+        for best in self.best_accuracy:
+            best.persistent(True)  # in checkpoints: a resumed run keeps the best accuracy of earlier epochs
         if loss_mask is not None:
             self.register_buffer("loss_mask", torch.as_tensor(loss_mask, dtype=torch.bool), persistent=False)
         else:
@@ -49,6 +52,12 @@ class AdapterModule(L.LightningModule):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # accuracy of every eval set per epoch: model selection on a held-out split (`selection_set`) needs
+        # the test accuracy *at* the epoch the held-out accuracy peaked, not just each set's own max
+        if selection_set is not None and selection_set not in self.eval_set_names:
+            raise ValueError(f"selection_set {selection_set!r} is not one of the eval sets {self.eval_set_names}")
+        self.selection_set = selection_set
+        self.history: list[dict[str, float]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -59,6 +68,13 @@ class AdapterModule(L.LightningModule):
         if stage == "fit" and self.trainer is not None and self.trainer.is_global_zero:
             total, trainable = count_parameters(self.model)
             print(f"AdapterModule: {total:,} parameters, {trainable:,} trainable")
+
+    @torch.no_grad()
+    def set_loss_mask(self, mask: torch.Tensor) -> None:
+        """Replace the clean mask in place (``loss_mask`` mode with a per-epoch selection, e.g. GMM)."""
+        if self.loss_mask is None:
+            raise RuntimeError("this AdapterModule was built without a loss mask (mask_mode=subset)")
+        self.loss_mask.copy_(torch.as_tensor(mask, dtype=torch.bool))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, indices = batch
@@ -83,9 +99,26 @@ class AdapterModule(L.LightningModule):
         self.accuracy[dataloader_idx].update(self(images).argmax(dim=1), labels)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches, not an epoch's result: keep best and history clean
+            for accuracy in self.accuracy:
+                accuracy.reset()
+            return
+        self.history.append({"epoch": int(self.current_epoch)})
         for name, accuracy, best in zip(self.eval_set_names, self.accuracy, self.best_accuracy):
             value = accuracy.compute()
+            self.history[-1][name] = float(value)
             best.update(value)
             self.log(f"val/{name}_acc", value, prog_bar=True, sync_dist=False)
             self.log(f"val/{name}_acc_best", best.compute(), sync_dist=False)
             accuracy.reset()
+        if self.selection_set is not None:  # logged, so it also reaches the main process under ddp_spawn
+            chosen = max(self.history, key=lambda row: row[self.selection_set])  # first epoch at the max
+            self.log("val/val_selected_epoch", float(chosen["epoch"]), sync_dist=False)
+            for name in self.eval_set_names:
+                self.log(f"val/{name}_acc_val_selected", chosen[name], sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["adapter_history"] = list(self.history)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("adapter_history", []))

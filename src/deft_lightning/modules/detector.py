@@ -18,7 +18,7 @@ from deft_lightning.losses.dual_prompt import (
 )
 from deft_lightning.models.peft import count_parameters
 from deft_lightning.models.prompts import DualPromptLearner
-from deft_lightning.models.text_encoder import encode_prompt_embeddings
+from deft_lightning.models.text_encoder import encode_dual_prompts, use_shared_prefix
 
 
 class DetectorModule(L.LightningModule):
@@ -59,6 +59,8 @@ class DetectorModule(L.LightningModule):
         self.real_noise_variant = bool(real_noise_variant)
         self.sim_weight, self.dp_weight = float(sim_weight), float(dp_weight)
         self._cached_text: tuple[torch.Tensor, torch.Tensor] | None = None
+        # decided once here (it inspects the text tower's mask), not on every step
+        self.shared_prefix_text = use_shared_prefix(clip_model, prompt_learner)
         self.online_records: list[torch.Tensor] = []  # (index, selected) of the current training epoch
         self.predictions: list[dict[str, torch.Tensor]] = []
         self.test_accuracy = nn.ModuleList()
@@ -70,12 +72,16 @@ class DetectorModule(L.LightningModule):
         return F.normalize(self.visual_encoder(images), dim=-1)
 
     def encode_text(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised positive and negative prompt features (C, E) each, in one batched tower call."""
+        """Normalised positive and negative prompt features (C, E) each, in one batched tower call.
+
+        The prompts are cut after the longest EOT and their shared [SOS]+context prefix is run once per
+        set (exact, see ``models/text_encoder.py``); without gradient the result is cached until the
+        prompts can change (next training epoch or evaluation start).
+        """
         if self._cached_text is not None and not torch.is_grad_enabled():
             return self._cached_text
-        prompts = self.prompt_learner()
         features = F.normalize(
-            encode_prompt_embeddings(self.clip_model, prompts, self.prompt_learner.prompt_eot_positions()), dim=-1
+            encode_dual_prompts(self.clip_model, self.prompt_learner, self.shared_prefix_text), dim=-1
         )
         positive, negative = features.split(self.num_classes, dim=0)
         if not torch.is_grad_enabled():

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from deft_lightning.data.datamodule import NoisyLabelDataModule
+from deft_lightning.data.datamodule import HELDOUT_SET, NoisyLabelDataModule
 from deft_lightning.io import write_json
 from deft_lightning.modules.adapter import AdapterModule
-from deft_lightning.pipeline.common import build_trainer, resume_checkpoint
+from deft_lightning.pipeline.common import build_trainer, finish_wandb, resume_checkpoint
+from deft_lightning.pipeline.gmm_refit import GMMRefit
 
 ADAPTATION_DIR = "adaptation"
 MASK_MODES = ("subset", "loss_mask")
@@ -19,6 +21,9 @@ MASK_MODES = ("subset", "loss_mask")
 
 def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, clean_mask: np.ndarray | None) -> dict:
     out_dir = run_dir / ADAPTATION_DIR
+    if cfg.get("resume") and (out_dir / "metrics.json").is_file():  # written last: phase 2 is complete
+        print(f"Phase 2 already complete in {out_dir}; reusing its metrics.")
+        return json.loads((out_dir / "metrics.json").read_text())
     mask_mode = str(cfg.adapter.mask_mode)
     if mask_mode not in MASK_MODES:
         raise ValueError(f"adapter.mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
@@ -28,6 +33,12 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, cle
     model = instantiate(cfg.backbone.model)(num_classes=dm.num_classes, class_names=dm.class_names)
     criterion = instantiate(cfg.method.loss)(num_samples=dm.num_train, num_classes=dm.num_classes)
     use_mask = cfg.method.uses_clean_subset
+    gmm_cfg = cfg.method.get("gmm")  # the gmm baseline selects its own subset, every epoch
+    callbacks = []
+    if gmm_cfg is not None:
+        use_mask, clean_mask = True, np.ones(dm.num_train, dtype=bool)  # warm-up: every given label
+        callbacks.append(GMMRefit(dm, warmup_epochs=int(gmm_cfg.warmup_epochs), threshold=float(gmm_cfg.threshold),
+                                  seed=int(cfg.seed), mask_mode=mask_mode, records_path=out_dir / "gmm_selection.json"))
     dm.set_clean_mask(clean_mask if use_mask and mask_mode == "subset" else None)
     dm.configure_inputs(model.input_config)
     dm.batch_size = int(cfg.backbone.batch_size)
@@ -40,11 +51,16 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, cle
         eval_set_names=dm.eval_set_names,
         loss_mask=clean_mask if use_mask and mask_mode == "loss_mask" else None,
         channels_last=bool(cfg.backbone.get("channels_last", False)),
+        selection_set=HELDOUT_SET if dm.val_fraction > 0 else None,
     )
-    trainer = build_trainer(cfg, "adaptation", run_dir, int(cfg.backbone.epochs), [])
+    trainer = build_trainer(cfg, "adaptation", run_dir, int(cfg.backbone.epochs), callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "adaptation"))
 
     logged = trainer.callback_metrics
+    if any(f"val/{name}_acc" not in logged for name in dm.eval_set_names):
+        # resumed from the final epoch's checkpoint: fit had nothing left to run, so evaluate once
+        trainer.validate(module, datamodule=dm, verbose=False)
+        logged = trainer.callback_metrics
     metrics = {"method": str(cfg.method.name), "backbone": str(cfg.backbone.name), "mask_mode": mask_mode,
                "num_train_samples": int(len(dm.train_indices)), "test_set_selected_best_note":
                "best = max over epochs of test accuracy (as the paper selects on the test set)"}
@@ -53,7 +69,20 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, cle
             "best": float(logged[f"val/{name}_acc_best"]),
             "last": float(logged[f"val/{name}_acc"]),
         }
+    if dm.val_fraction > 0:
+        metrics["num_heldout"] = int(dm.heldout_mask.sum())
+        metrics["val_selected"] = {"epoch": int(logged["val/val_selected_epoch"]), **{
+            f"{name}_acc" if name == HELDOUT_SET else name: float(logged[f"val/{name}_acc_val_selected"])
+            for name in dm.eval_set_names}}
+        metrics["val_selected_note"] = ("test accuracy at the (first) epoch with the best held-out accuracy: a seeded "
+                                        "split of the noisy training set scored on its given labels, never trained on")
+    if gmm_cfg is not None:
+        metrics["gmm_selection"] = callbacks[0].load_records()
+        if mask_mode == "subset" and metrics["gmm_selection"]:
+            metrics["num_train_samples"] = int(metrics["gmm_selection"][-1]["num_clean"])
     if trainer.is_global_zero:
         write_json(out_dir / "metrics.json", metrics)
     trainer.strategy.barrier("adaptation_metrics")
+    finish_wandb()
     return metrics
+

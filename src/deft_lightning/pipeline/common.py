@@ -1,14 +1,25 @@
-"""Building Lightning trainers, loggers and the DataModule from the composed config."""
+"""Building Lightning trainers, loggers and the DataModule from the composed config.
+
+Also what makes a run survive a kill (atomic per-epoch checkpoints with RNG state, ``resume``) and
+what keeps W&B runs apart (one run per job and phase, grouped by sweep, finished after each phase).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from deft_lightning.callbacks import RNGStateCheckpoint
 from deft_lightning.data.datamodule import NoisyLabelDataModule
 
 
@@ -24,7 +35,12 @@ def build_datamodule(cfg: DictConfig, batch_size: int | None = None) -> NoisyLab
         cache_dir=cfg.paths.cache_dir,
         pin_memory=cfg.data.pin_memory,
         persistent_workers=cfg.data.persistent_workers,
+        val_fraction=float(cfg.data.get("val_fraction", 0.0) or 0.0),
+        val_seed=int(cfg.data.get("val_seed", 0)),
     )
+
+
+LAST_CHECKPOINT = "last.ckpt"
 
 
 def checkpoint_dir(run_dir: Path, phase: str) -> Path:
@@ -32,42 +48,213 @@ def checkpoint_dir(run_dir: Path, phase: str) -> Path:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path, phase: str) -> str | None:
-    """The phase's last.ckpt when resuming and one exists."""
-    last = checkpoint_dir(run_dir, phase) / "last.ckpt"
-    return str(last) if cfg.get("resume") and last.is_file() else None
+    """The phase's last.ckpt when resuming and one exists (else the phase starts from scratch)."""
+    if not cfg.get("resume"):
+        return None
+    last = checkpoint_dir(run_dir, phase) / LAST_CHECKPOINT
+    if last.is_file():
+        return str(last)
+    if rank_zero_only.rank == 0:
+        print(f"resume: no {last}; phase '{phase}' starts from its beginning.")
+    return None
 
 
-def build_logger(cfg: DictConfig, phase: str):
+def resume_run_dir(resume: Any, default: str) -> str:
+    """Hydra's run directory: ``resume=PATH`` reuses PATH; ``true``/``false`` keep the default.
+
+    Registered as the ``deft_run_dir`` resolver, used by ``conf/hydra/default.yaml``.
+    """
+    if isinstance(resume, str) and resume.strip().lower() not in ("", "true", "false", "none", "null"):
+        return resume
+    return default
+
+
+if not OmegaConf.has_resolver("deft_run_dir"):
+    OmegaConf.register_new_resolver("deft_run_dir", resume_run_dir)
+
+
+# ----- checkpoints ----------------------------------------------------------------------------------
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint beside its target and renames it into place.
+
+    Lightning writes checkpoints in place, so a kill during the write would leave a truncated
+    ``last.ckpt`` that ``resume=true`` could not load; a rename is all-or-nothing on local disks.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path_str = os.fspath(path)
+        if "://" in path_str:  # remote storage: keep Lightning's own writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        target = Path(path_str)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def build_checkpoint_callback(run_dir: Path, phase: str) -> ModelCheckpoint:
+    """``checkpoints/<phase>/last.ckpt``, overwritten after every training epoch (validation included).
+
+    Saved as the single "top-k" checkpoint under the name ``last``: with ``save_top_k=0`` Lightning
+    writes ``save_last`` only when training ends, which is useless for resuming a killed run. No
+    version counter, so a rerun in the same directory overwrites instead of writing ``last-v1.ckpt``.
+    """
+    return ModelCheckpoint(
+        dirpath=checkpoint_dir(run_dir, phase),
+        filename=Path(LAST_CHECKPOINT).stem,
+        save_top_k=1,
+        save_last=False,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+
+
+# ----- loggers ----------------------------------------------------------------------------------
+def build_logger(cfg: DictConfig, phase: str, run_dir: Path | None = None):
     logger_cfg = cfg.get("logger")
     if not logger_cfg or "_target_" not in logger_cfg:
         return False
     target = str(logger_cfg._target_)
     if target.endswith("WandbLogger"):
-        job = _job_name()
-        return instantiate(logger_cfg, name=f"{job}-{phase}" if job else phase, job_type=phase)
+        # partial first: ``config`` (the run's config for W&B) is also the name of instantiate's own argument
+        return instantiate(logger_cfg, _partial_=True)(**wandb_run_options(cfg, phase, run_dir or Path(cfg.paths.output_dir)))
     return instantiate(logger_cfg, name=phase)
 
 
+def wandb_run_options(cfg: DictConfig, phase: str, run_dir: Path) -> dict[str, Any]:
+    """Name, group, job type, id and config of this job's W&B run for ``phase``.
+
+    One run per job and phase (``job_type`` = phase), grouped by sweep (the sweep directory under
+    ``-m``, else the run directory), carrying the resolved config. The id is kept in
+    ``logs/wandb_<phase>.id`` so that ``resume=true`` continues the same W&B run, and so that every
+    process of a spawn-launched phase (fit, then the inference pass) writes to one run id.
+    """
+    job, sweep_dir = _hydra_job()
+    options: dict[str, Any] = {
+        "name": f"{job}-{phase}" if job else f"{run_dir.name}-{phase}",
+        "job_type": phase,
+        "id": _wandb_run_id(cfg, run_dir, phase),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if not cfg.logger.get("group"):
+        options["group"] = Path(sweep_dir).name if sweep_dir else run_dir.name
+    return options
+
+
+def _wandb_run_id(cfg: DictConfig, run_dir: Path, phase: str) -> str:
+    path = run_dir / "logs" / f"wandb_{phase}.id"
+    if cfg.get("resume") and path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    if rank_zero_only.rank == 0:
+        from deft_lightning.io import write_text
+
+        write_text(path, run_id + "\n")
+    return run_id
+
+
+def wandb_logger(trainer: L.Trainer):
+    """The trainer's WandbLogger on the process that owns the W&B run (global rank 0), else None."""
+    if not trainer.is_global_zero:
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+
+def finish_wandb() -> None:
+    """End the active W&B run, if any: each phase of each multirun job gets its own run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def log_detection_images(trainer: L.Trainer, selection, out_dir: Path, summary: dict | None = None) -> None:
+    """To W&B (when it is the logger): the p_clean histogram, the suspects gallery, the final metrics."""
+    logger = wandb_logger(trainer)
+    if logger is None or selection is None:
+        return
+    import matplotlib.pyplot as plt
+
+    from deft_lightning.reporting.plots import p_clean_histogram
+
+    figure = p_clean_histogram(selection.p_clean, selection.given_label, selection.true_label)
+    logger.log_image("detection/p_clean_histogram", [figure])
+    plt.close(figure)
+    suspects = Path(out_dir) / "suspects.png"
+    if suspects.is_file():
+        logger.log_image("detection/suspects", [str(suspects)])
+    inference = (summary or {}).get("inference") or selection.metrics()
+    logger.experiment.summary.update(
+        {f"detection/{key}": value for key, value in inference.items() if isinstance(value, (int, float))}
+    )
+
+
+# ----- trainers -----------------------------------------------------------------------------------
 def build_trainer(cfg: DictConfig, phase: str, run_dir: Path, max_epochs: int, callbacks: list[Callback]) -> L.Trainer:
-    callbacks = list(callbacks)
-    if cfg.callbacks.get("checkpoint", True):
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir(run_dir, phase), save_last=True, save_top_k=0))
+    check_launch(cfg)
+    callbacks = list(callbacks) + build_extra_callbacks(cfg)
+    checkpointing = bool(cfg.callbacks.get("checkpoint", True))
+    if checkpointing:
+        callbacks += [build_checkpoint_callback(run_dir, phase), RNGStateCheckpoint()]
+    plugins = list(instantiate(cfg.trainer.get("plugins")) or []) + [AtomicCheckpointIO()]
     return instantiate(
         cfg.trainer,
         max_epochs=max_epochs,
         default_root_dir=str(run_dir),
-        logger=build_logger(cfg, phase),
+        logger=build_logger(cfg, phase, run_dir),
         callbacks=callbacks,
+        plugins=plugins,
         enable_progress_bar=bool(cfg.callbacks.get("progress_bar", True)),
-        enable_checkpointing=bool(cfg.callbacks.get("checkpoint", True)),
+        enable_checkpointing=checkpointing,
     )
 
 
-def _job_name() -> str | None:
+def build_extra_callbacks(cfg: DictConfig) -> list[Callback]:
+    """``callbacks.extra``: named Lightning callbacks added to both phases (null entries are skipped)."""
+    extra = cfg.callbacks.get("extra") or {}
+    return [instantiate(spec) for spec in extra.values() if spec]
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse ``strategy=ddp`` inside a Hydra multirun launched on this machine.
+
+    Lightning's ``ddp`` re-executes the command line once per extra GPU; under ``-m`` each copy would
+    run the whole sweep again. Spawned processes, or processes started by SLURM or torchrun, are fine.
+    """
+    if str(cfg.trainer.get("strategy", "")) != "ddp" or not _in_multirun():
+        return
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+        return
+    raise ValueError(
+        "trainer=ddp cannot run inside a local Hydra multirun (-m): each extra GPU process would rerun the sweep. "
+        "Use trainer=ddp_spawn for sweeps on one machine, or hydra/launcher=slurm (one job per allocation); "
+        "see the README section 'Scale, sweeps, W&B, resume'."
+    )
+
+
+def _hydra_job() -> tuple[str | None, str | None]:
+    """(job name, sweep dir) of the running Hydra job; (None, None) when composed without Hydra's main."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
-        return hydra_cfg.job.override_dirname or hydra_cfg.job.name
     except Exception:  # not running under Hydra's main (tests compose the config directly)
-        return None
+        return None, None
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    job = hydra_cfg.job.override_dirname or hydra_cfg.job.name
+    if multirun:
+        job = f"{hydra_cfg.job.num}_{job}"
+    return job, (str(hydra_cfg.sweep.dir) if multirun else None)
+
+
+def _in_multirun() -> bool:
+    return _hydra_job()[1] is not None

@@ -14,7 +14,7 @@ def format_summary(results: dict) -> str:
             rows.append(("detection precision / recall / F1",
                          f"{100 * inference['precision']:.2f} / {100 * inference['recall']:.2f} / {100 * inference['f1']:.2f}"))
         for name, value in detection.get("detector_test_accuracy", {}).items():
-            rows.append((f"phase-1 textual classifier {name.split('/')[-1]}", f"{100 * value:.2f}%"))
+            rows.append((f"phase-1 detector {name.split('/')[-1]}", f"{100 * value:.2f}%"))
     adaptation = results.get("adaptation")
     if adaptation:
         for name, value in adaptation.items():

@@ -106,20 +106,24 @@ class Domain:
 
     image_size: int = 32
     # probability of 1, 2 objects (first object is the labelled/"main" one)
-    two_object_prob: float = 0.3
-    background_probs: tuple[float, ...] = (0.3, 0.25, 0.25, 0.2, 0.0, 0.0)
+    two_object_prob: float = 0.1
+    background_probs: tuple[float, ...] = (0.35, 0.25, 0.25, 0.15, 0.0, 0.0)
     pattern_probs: tuple[float, ...] = (0.55, 0.15, 0.15, 0.15)
     # fraction of main objects whose colour is one of its shape's held-out colours (web: 0)
     held_out_prob: float = 0.0
     allow_held_out: bool = False  # whether held-out combinations may appear at all
-    small_radius: tuple[float, float] = (5.5, 7.5)  # object radius in pixels at 32 px
-    large_radius: tuple[float, float] = (9.0, 12.5)
+    # Object radius in pixels at 32 px. Objects are big and near the centre, like the subject of a
+    # photo: a tiny ViT trained for minutes learns shapes from that, but not from small ones anywhere.
+    small_radius: tuple[float, float] = (8.5, 10.5)
+    large_radius: tuple[float, float] = (11.0, 14.0)
     max_rotation_deg: float = 25.0
+    max_offset: float = 0.3  # how far from the centre objects go, as a fraction of the free room
     contrast: tuple[float, float] = (0.8, 1.0)  # object opacity scale (< 1 blends into the ground)
     distractors: tuple[int, int] = (0, 0)  # min/max number of small random specks over the scene
     pixel_noise: float = 0.02  # std of Gaussian pixel noise (in [0, 1] units)
     # web captions only: chance a caption names a random wrong shape, and per-attribute mention rates
     caption_shape_noise: float = 0.05
+    chatter_prob: float = 0.3  # chance of a filler prefix (half that for a suffix)
     mention: dict[str, float] = field(
         default_factory=lambda: {"colour": 0.8, "pattern": 0.35, "size": 0.4, "position": 0.35, "background": 0.2}
     )
@@ -134,6 +138,7 @@ TOY = Domain(
     held_out_prob=0.5,
     allow_held_out=True,
     max_rotation_deg=45.0,
+    max_offset=0.5,
     contrast=(0.6, 1.0),
     distractors=(2, 6),
     pixel_noise=0.05,
@@ -256,19 +261,19 @@ def sample_scenes(rng: np.random.Generator, n: int, domain: Domain, shapes: np.n
     lo = np.where(size == 0, domain.small_radius[0], domain.large_radius[0])
     hi = np.where(size == 0, domain.small_radius[1], domain.large_radius[1])
     radius = (lo + (hi - lo) * rng.random((n, 2))) * s / 32.0
-    # two objects: both small-ish so they fit side by side
-    radius[n_obj == 2] = np.minimum(radius[n_obj == 2], 8.0 * s / 32.0)
     margin = radius * 0.8
-    cx = margin + (s - 2 * margin) * rng.random((n, 2))
-    cy = margin + (s - 2 * margin) * rng.random((n, 2))
-    # second object: place it on the other half horizontally so the two rarely overlap
-    two = n_obj == 2
-    left = cx[:, 0] < s / 2
-    cx[two, 1] = np.where(
-        left[two],
-        s / 2 + margin[two, 1] * 0.5 + (s / 2 - 1.5 * margin[two, 1]) * rng.random(two.sum()),
-        margin[two, 1] + (s / 2 - 1.5 * margin[two, 1]) * rng.random(two.sum()),
-    )
+    # centre offset as a fraction of the room left inside the margins (1 = anywhere)
+    room = (s / 2 - margin) * domain.max_offset
+    cx = s / 2 + room * (2 * rng.random((n, 2)) - 1)
+    cy = s / 2 + room * (2 * rng.random((n, 2)) - 1)
+    # two objects: small, side by side on the left and right halves (which one is left is random)
+    two = np.flatnonzero(n_obj == 2)
+    radius[two] = np.minimum(radius[two], 7.0 * s / 32.0)
+    side = rng.integers(0, 2, len(two))
+    jitter = (2 * rng.random((len(two), 2)) - 1) * s / 32.0
+    cx[two, 0] = np.where(side == 0, 0.27, 0.73) * s + jitter[:, 0]
+    cx[two, 1] = np.where(side == 0, 0.73, 0.27) * s + jitter[:, 1]
+    cy[two] = s / 2 + (2 * rng.random((len(two), 2)) - 1) * 0.2 * s
     angle = np.deg2rad(domain.max_rotation_deg) * (2 * rng.random((n, 2)) - 1)
     opacity = domain.contrast[0] + (domain.contrast[1] - domain.contrast[0]) * rng.random((n, 2))
     background = rng.choice(len(BACKGROUNDS), size=n, p=np.asarray(domain.background_probs))
@@ -463,6 +468,24 @@ _SINGLE_TEMPLATES = (
     "my drawing of {np}",
     "{np} seen {pos}",
 )
+# Alt-text chatter around some captions. It varies caption length, so the text tower's later
+# positional embeddings are trained too (prompt learners put class names after 16 context tokens).
+_PREFIXES = (
+    "look at this:",
+    "here we have",
+    "stock image -",
+    "free clipart, vector icon of",
+    "a scan from my old sketchbook, which shows",
+    "downloaded from the internet yesterday, this picture has",
+    "for sale: poster with",
+    "thumbnail 0413, art print, high quality, featuring",
+)
+_SUFFIXES = (
+    "for kids",
+    ", made with love",
+    "- click to enlarge",
+    "from the shapes collection, all rights reserved",
+)
 _PAIR_TEMPLATES = (
     "{np} and {np2}.",
     "a photo of {np} next to {np2}",
@@ -488,7 +511,21 @@ def _noun_phrase(rng, domain: Domain, shape: int, colour: int, pattern: int, siz
 
 
 def captions_for(rng: np.random.Generator, scenes: dict, domain: Domain) -> list[str]:
-    """One templated caption per scene, with synonyms and occasional omissions or wrong shapes."""
+    """One templated caption per scene, with synonyms, chatter and occasional omissions or wrong shapes."""
+    out = [_add_chatter(rng, c, domain.chatter_prob) for c in _bare_captions(rng, scenes, domain)]
+    return out
+
+
+def _add_chatter(rng: np.random.Generator, caption: str, prob: float) -> str:
+    if rng.random() < prob:
+        caption = f"{_PREFIXES[int(rng.integers(len(_PREFIXES)))]} {caption}"
+    if rng.random() < prob / 2:
+        suffix = _SUFFIXES[int(rng.integers(len(_SUFFIXES)))]
+        caption = caption.rstrip(".") + ("" if suffix.startswith(",") else " ") + suffix
+    return caption
+
+
+def _bare_captions(rng: np.random.Generator, scenes: dict, domain: Domain) -> list[str]:
     out = []
     s = domain.image_size
     for i in range(len(scenes["shape"])):
@@ -532,14 +569,15 @@ def generate_web(n: int, seed: int, domain: Domain = WEB, chunk: int = 2048) -> 
 
 
 def generate_labelled(
-    n: int, seed: int, domain: Domain = TOY, chunk: int = 2048, balanced: bool = True
+    n: int, seed: int, domain: Domain = TOY, chunk: int = 2048, balanced: bool = True, stream: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` labelled images of the downstream domain: uint8 images and int64 shape labels.
 
     Labels are the main object's shape (index into :data:`SHAPES`); with ``balanced`` each class
-    gets ``n // C`` or one more images, in a shuffled order.
+    gets ``n // C`` or one more images, in a shuffled order. ``stream`` separates independent
+    draws with the same seed (e.g. train and test splits).
     """
-    rng = np.random.default_rng([GENERATOR_VERSION, 2, seed])
+    rng = np.random.default_rng([GENERATOR_VERSION, 2, stream, seed])
     c = len(SHAPES)
     labels = (np.arange(n) % c) if balanced else rng.integers(0, c, n)
     labels = rng.permutation(labels).astype(np.int64)

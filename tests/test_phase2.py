@@ -1,0 +1,333 @@
+"""Phase 2 in full: every method on the demo, GMM refits, subset/loss-mask training, held-out selection,
+several test sets, and the zero-shot CLIP head."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from types import SimpleNamespace
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import compose
+from deft_lightning.data.base import DatasetFiles
+from deft_lightning.data.datamodule import HELDOUT_SET, NoisyLabelDataModule
+from deft_lightning.data.readers.synthetic import read_synthetic
+from deft_lightning.models.inputs import InputConfig
+from deft_lightning.modules.adapter import AdapterModule
+from deft_lightning.pipeline import gmm_refit
+from deft_lightning.pipeline.adaptation import run_adaptation
+from deft_lightning.pipeline.gmm_refit import GMMRefit, per_sample_losses
+from deft_lightning.train import train
+
+NUM_CLASSES = 5
+IMAGE_SIZE = 8
+INPUTS = InputConfig(image_size=IMAGE_SIZE)
+QUIET = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+             enable_model_summary=False, num_sanity_val_steps=0)
+
+
+# ----- helpers ---------------------------------------------------------------------------------
+def tiny_reader(num_train: int = 60, two_test_sets: bool = False):
+    """Synthetic data at 8 px; optionally WebVision-like with two test sets (the second: classes 0 and 1 only)."""
+
+    def read(root=None) -> DatasetFiles:
+        files = read_synthetic(num_classes=NUM_CLASSES, num_train=num_train, num_test=20, image_size=IMAGE_SIZE)
+        if two_test_sets:
+            test = files.test["test"]
+            files.test = {"webvision_val": test, "imagenet_val": test.subset(np.flatnonzero(test.clean_labels < 2))}
+        return files
+
+    return read
+
+
+def tiny_datamodule(tmp_path, num_train: int = 60, two_test_sets: bool = False, **kwargs) -> NoisyLabelDataModule:
+    dm = NoisyLabelDataModule(tiny_reader(num_train, two_test_sets), root=None, dataset_name="tiny",
+                              noise={"mode": "sym", "ratio": 0.4, "seed": 0}, batch_size=8, num_workers=0,
+                              cache_dir=str(tmp_path / "cache"), **kwargs)
+    dm.load()
+    dm.configure_inputs(INPUTS)
+    return dm
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * IMAGE_SIZE * IMAGE_SIZE, NUM_CLASSES))
+
+
+def adapter(dm: NoisyLabelDataModule, loss_mask=None) -> AdapterModule:
+    from deft_lightning.losses.robust import CrossEntropy
+
+    return AdapterModule(tiny_model(), NUM_CLASSES, CrossEntropy(), lambda params: torch.optim.SGD(params, lr=0.1),
+                         eval_set_names=dm.eval_set_names, loss_mask=loss_mask)
+
+
+class IndexRecorder(L.Callback):
+    """The dataset indices the training loop actually receives, per epoch."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.setdefault(trainer.current_epoch, []).extend(batch[2].tolist())
+
+
+def read_metrics(run_dir) -> dict:
+    return json.loads((run_dir / "adaptation" / "metrics.json").read_text())
+
+
+# ----- every method, end to end ------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["deft", "ce", "gce", "sce", "elr", "gmm"])
+def test_every_method_runs_on_the_demo(method, demo_overrides, tmp_path):
+    # baselines train on the given labels: no phase 1 and no selection file needed
+    phases = "[detect,adapt]" if method == "deft" else "[adapt]"
+    cfg = compose(demo_overrides + ["debug=fast", f"method={method}", f"phases={phases}", "logger=none",
+                                    "detector.epochs=1"])
+    results = train(cfg)["adaptation"]
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["method"] == method and results["test"] == metrics["test"]
+    assert math.isfinite(metrics["test"]["best"]) and 0.0 <= metrics["test"]["last"] <= metrics["test"]["best"] <= 1.0
+    if method == "deft":
+        assert metrics["num_train_samples"] < 200
+    elif method == "gmm":  # demo: 2 epochs, 1 warm-up epoch -> one refit, for epoch 1
+        assert [r["epoch"] for r in metrics["gmm_selection"]] == [1]
+        assert metrics["num_train_samples"] == metrics["gmm_selection"][0]["num_clean"]
+    else:
+        assert metrics["num_train_samples"] == 200
+
+
+TIMM_TAGS = {"resnet50": "resnet50.a1_in1k", "convnext_t": "convnext_tiny.fb_in1k",
+             "vit_b16": "vit_base_patch16_224.augreg_in1k", "mae_vit_b": "vit_base_patch16_224.mae"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone,method", [("resnet50", "gmm")])
+def test_a_baseline_runs_on_a_timm_backbone(backbone, method, demo_overrides, tmp_path):
+    """The pipeline with a timm model (its own normalisation, channels_last, a GMM loss pass each epoch).
+
+    Every backbone's train/eval steps are in test_timm_backbones.py and the losses only see logits, so one
+    pairing covers the rest; add pairs here when a method starts depending on the architecture.
+    """
+    # the demo overlay points backbone.model at the tiny CLIP: name the timm tag again, random weights, 32 px
+    cfg = compose(demo_overrides + ["debug=fast", f"method={method}", "phases=[adapt]", "logger=none",
+                                    f"backbone={backbone}", f"backbone.model.model_name={TIMM_TAGS[backbone]}",
+                                    "backbone.model.pretrained=false",
+                                    "backbone.model.image_size=32", "backbone.epochs=1", "method.gmm.warmup_epochs=0",
+                                    "data.val_fraction=0.1"])
+    metrics = train(cfg)["adaptation"]
+    assert metrics["backbone"] == backbone
+    assert [r["epoch"] for r in metrics["gmm_selection"]] == [0]  # no warm-up: selected before the first epoch
+    assert all(math.isfinite(metrics[name]["last"]) for name in ("test", HELDOUT_SET))
+
+
+@pytest.mark.slow
+def test_gmm_under_two_processes(demo_overrides, tmp_path):
+    """ddp_spawn: losses gathered by index across ranks, one broadcast selection, records back in the parent."""
+    cfg = compose(demo_overrides + ["debug=fast", "method=gmm", "phases=[adapt]", "logger=none", "trainer=ddp_cpu",
+                                    "data.val_fraction=0.2"])
+    metrics = train(cfg)["adaptation"]
+    (record,) = metrics["gmm_selection"]
+    assert record["epoch"] == 1 and record["num_samples"] == 160  # every non-held-out sample scored once
+    assert metrics["num_train_samples"] == record["num_clean"] and "val_selected" in metrics
+
+
+# ----- GMM ---------------------------------------------------------------------------------------
+def test_gmm_refit_separates_two_loss_clusters(tmp_path, monkeypatch):
+    dm = tiny_datamodule(tmp_path, num_train=200, val_fraction=0.1)
+    rng = np.random.default_rng(0)
+    noisy = dm.given_labels != dm.true_labels
+    losses = np.where(noisy, rng.normal(4.0, 0.3, dm.num_train), rng.normal(0.2, 0.05, dm.num_train))
+    pool = np.flatnonzero(~dm.heldout_mask)
+    monkeypatch.setattr(gmm_refit, "per_sample_losses", lambda trainer, module, datamodule, indices: (indices, losses[indices]))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj), is_global_zero=True)
+
+    callback = GMMRefit(dm, warmup_epochs=1, threshold=0.5, mask_mode="subset")
+    record = callback.refit(trainer, None, epoch=1)
+    expected = ~noisy & ~dm.heldout_mask
+    assert np.array_equal(dm.clean_mask, expected)
+    assert np.array_equal(dm.train_indices, np.flatnonzero(expected))
+    assert record["precision"] == 1.0 and record["recall"] == 1.0 and record["num_samples"] == len(pool)
+    assert callback.state_dict()["mask_epoch"] == 1
+
+    # loss_mask mode: the same selection lands in the module's mask; the loader is left alone
+    dm.set_clean_mask(None)
+    module = adapter(dm, loss_mask=np.ones(dm.num_train, bool))
+    GMMRefit(dm, mask_mode="loss_mask").refit(trainer, module, epoch=1)
+    assert torch.equal(module.loss_mask, torch.from_numpy(expected)) and dm.clean_mask is None
+
+
+def test_per_sample_losses_are_test_transform_cross_entropy(tmp_path):
+    dm = tiny_datamodule(tmp_path)
+    module = adapter(dm)
+    module.trainer = L.Trainer(**QUIET)
+    indices = np.array([3, 7, 11, 40])
+    index, losses = per_sample_losses(module.trainer, module, dm, indices)
+    images, labels, _ = next(iter(dm.inference_dataloader(indices)))
+    assert np.array_equal(index, indices) and module.training  # train mode restored
+    with torch.no_grad():
+        expected = F.cross_entropy(module(images), labels, reduction="none").double().numpy()
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+
+
+class RecordingRefit(GMMRefit):
+    """Keeps every selection it hands out, keyed by the epoch it is meant for."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.produced: dict[int, list[int]] = {}
+
+    def refit(self, trainer, pl_module, epoch):
+        record = super().refit(trainer, pl_module, epoch)
+        self.produced[epoch] = np.flatnonzero(self.mask.numpy()).tolist()
+        return record
+
+
+def test_gmm_training_visits_exactly_each_epochs_selection(tmp_path):
+    dm = tiny_datamodule(tmp_path, val_fraction=0.2)
+    refit, recorder = RecordingRefit(dm, warmup_epochs=1, mask_mode="subset"), IndexRecorder()
+    L.Trainer(max_epochs=3, callbacks=[refit, recorder], **QUIET).fit(adapter(dm), datamodule=dm)
+    assert sorted(refit.produced) == [1, 2] and [r["epoch"] for r in refit.records] == [1, 2]
+    pool = np.flatnonzero(~dm.heldout_mask).tolist()
+    assert sorted(recorder.seen[0]) == pool  # warm-up: every non-held-out sample
+    for epoch in (1, 2):  # later epochs: exactly the selection made for them, each sample once
+        assert sorted(recorder.seen[epoch]) == refit.produced[epoch]
+        assert set(refit.produced[epoch]) <= set(pool)
+
+
+# ----- clean subset and loss mask ------------------------------------------------------------------
+def test_subset_mode_visits_every_clean_index_once_per_epoch(tmp_path):
+    dm = tiny_datamodule(tmp_path)
+    clean = np.random.default_rng(1).random(dm.num_train) < 0.4
+    dm.set_clean_mask(clean)
+    recorder = IndexRecorder()
+    L.Trainer(max_epochs=2, callbacks=[recorder], limit_val_batches=0, **QUIET).fit(adapter(dm), datamodule=dm)
+    for epoch in (0, 1):
+        assert sorted(recorder.seen[epoch]) == np.flatnonzero(clean).tolist()
+
+
+def test_loss_mask_gives_zero_loss_on_a_batch_without_clean_samples(tmp_path):
+    dm = tiny_datamodule(tmp_path)
+    module = adapter(dm, loss_mask=np.zeros(dm.num_train, bool))
+    images, labels, indices = next(iter(dm.inference_dataloader(np.arange(8))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        loss = module.training_step((images, labels, indices), 0)
+    assert torch.isfinite(loss) and loss.item() == 0.0
+    loss.backward()
+    assert all(torch.count_nonzero(p.grad) == 0 for p in module.model.parameters())
+
+
+# ----- held-out split ------------------------------------------------------------------------------
+def test_heldout_split_is_seeded_and_never_trained_on(tmp_path):
+    dm = tiny_datamodule(tmp_path, val_fraction=0.25, val_seed=3)
+    again = tiny_datamodule(tmp_path, val_fraction=0.25, val_seed=3)
+    assert dm.heldout_mask.sum() == 15 and np.array_equal(dm.heldout_mask, again.heldout_mask)
+    assert not np.array_equal(dm.heldout_mask, tiny_datamodule(tmp_path, val_fraction=0.25, val_seed=4).heldout_mask)
+    assert dm.eval_set_names == ["test", HELDOUT_SET]
+    heldout_loader = dm.val_dataloader()[-1]
+    assert len(heldout_loader.dataset) == 15
+    labels = torch.cat([batch[1] for batch in heldout_loader]).numpy()
+    assert np.array_equal(labels, dm.given_labels[dm.heldout_indices])  # scored on the given labels
+    # the full inference pass (phase 1's final pass) still covers every sample
+    assert len(dm.inference_dataloader().dataset) == dm.num_train
+    recorder = IndexRecorder()
+    L.Trainer(max_epochs=1, callbacks=[recorder], **QUIET).fit(adapter(dm), datamodule=dm)
+    assert sorted(recorder.seen[0]) == np.flatnonzero(~dm.heldout_mask).tolist()
+
+
+def test_val_fraction_reports_the_heldout_selected_test_accuracy(demo_overrides, tmp_path):
+    cfg = compose(demo_overrides + ["debug=fast", "method=ce", "phases=[adapt]", "logger=none",
+                                    "data.val_fraction=0.2", "backbone.epochs=2"])
+    train(cfg)
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["num_heldout"] == 40 and metrics["num_train_samples"] == 160
+    chosen = metrics["val_selected"]
+    assert 0 <= chosen["epoch"] < 2 and chosen["heldout_acc"] == pytest.approx(metrics[HELDOUT_SET]["best"])
+    assert chosen["test"] <= metrics["test"]["best"] + 1e-9
+
+
+# ----- several test sets ---------------------------------------------------------------------------
+class ConstantClassifier(nn.Module):
+    """Always predicts class 0: accuracy on a set is exactly its fraction of label 0."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(images.shape[0], NUM_CLASSES)
+        logits[:, 0] = 1.0
+        return logits
+
+
+def test_two_test_sets_are_tracked_separately(tmp_path):
+    dm = tiny_datamodule(tmp_path, two_test_sets=True)
+    assert dm.eval_set_names == ["webvision_val", "imagenet_val"]
+    module = adapter(dm)
+    module.model = ConstantClassifier()
+    L.Trainer(**QUIET).validate(module, datamodule=dm)
+    tests = dm.files.test
+    expected = {name: float(np.mean(split.clean_labels == 0)) for name, split in tests.items()}
+    assert expected["webvision_val"] != expected["imagenet_val"]
+    assert module.history[-1] == pytest.approx({"epoch": 0, **expected})
+
+
+def test_webvision_like_run_reports_both_test_sets(demo_overrides, tmp_path):
+    cfg = compose(demo_overrides + ["debug=fast", "method=ce", "phases=[adapt]", "logger=none",
+                                    "backbone.epochs=1", "data.val_fraction=0.1"])
+    dm = tiny_datamodule(tmp_path, two_test_sets=True, val_fraction=0.1)
+    metrics = run_adaptation(cfg, dm, tmp_path / "run", None)
+    assert metrics == read_metrics(tmp_path / "run")
+    for name in ("webvision_val", "imagenet_val", HELDOUT_SET):
+        assert 0.0 <= metrics[name]["last"] <= metrics[name]["best"] <= 1.0
+    assert set(metrics["val_selected"]) == {"epoch", "heldout_acc", "webvision_val", "imagenet_val"}
+
+
+# ----- CLIP head from text features ------------------------------------------------------------------
+def test_text_initialised_head_predicts_like_zero_shot_clip():
+    from deft_lightning.models.backbones import build_clip_classifier
+    from deft_lightning.models.clip import create_clip, get_tokenizer
+
+    names = ["red_apple", "green", "blue sky", "yellow", "purple"]
+    torch.manual_seed(0)
+    classifier = build_clip_classifier(len(names), names, model_name="deft-tiny-clip", pretrained=None,
+                                       head_init="text").eval()
+    torch.manual_seed(0)
+    clip_model, inputs = create_clip("deft-tiny-clip", None, None, None)
+    clip_model.eval()
+    prompts = get_tokenizer("deft-tiny-clip")([f"a photo of a {n.replace('_', ' ')}." for n in names])
+    images = torch.randn(16, 3, inputs.image_size, inputs.image_size)
+    with torch.no_grad():
+        image_features = clip_model.encode_image(images)
+        cosine = F.normalize(image_features, dim=-1) @ F.normalize(clip_model.encode_text(prompts), dim=-1).t()
+        logits = classifier(images)
+    assert torch.equal(logits.argmax(dim=1), cosine.argmax(dim=1))
+    # exactly the cosine scaled by the image feature's norm, so every ranking agrees, not just the top-1
+    torch.testing.assert_close(logits, cosine * image_features.norm(dim=-1, keepdim=True), rtol=1e-4, atol=1e-5)
+
+
+# ----- ELR under DDP ---------------------------------------------------------------------------------
+def test_elr_targets_are_updated_from_every_rank(tmp_path):
+    """Each rank applies all ranks' updates, so DDP's buffer broadcast from rank 0 loses nothing."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from deft_lightning.losses.robust import ELRLoss
+    from fixtures.elr_ddp_worker import elr_batches, elr_rank
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(elr_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert torch.equal(rank0, rank1)
+
+    # one process seeing rank 0's batch and rank 1's new samples (sample 2 keeps rank 0's prediction)
+    single = ELRLoss(num_samples=6, num_classes=3)
+    _, logits = elr_batches()
+    single.update_targets(torch.tensor([0, 1, 2, 3, 4]), single.clamped_probabilities(torch.cat([logits[0], logits[1][:2]])))
+    torch.testing.assert_close(rank0, single.soft_targets)
+    assert rank0[5].sum() == 0  # never seen
