@@ -1,7 +1,8 @@
-import os
 """The toy world: deterministic generator, downstream dataset, cached pretraining, zero-shot check."""
 
 from __future__ import annotations
+
+import os
 
 import dataclasses
 
