@@ -7,19 +7,17 @@ label-issue report to ``RUN/detection/``. ``detect(cfg)`` is the testable entry 
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from deft_lightning.cli import is_rank_zero, run_entry
 from deft_lightning.io import write_text
 from deft_lightning.pipeline.common import build_datamodule, finish_wandb
 from deft_lightning.pipeline.detection import DETECTION_DIR, run_detection
 from deft_lightning.reporting.summary import format_summary
-from deft_lightning.train import USER_ERRORS, _is_rank_zero
 
 
 def detect(cfg: DictConfig) -> dict:
@@ -35,7 +33,7 @@ def detect(cfg: DictConfig) -> dict:
         _, results["detection"] = run_detection(cfg, dm, run_dir)
     finally:
         finish_wandb()
-    if _is_rank_zero():
+    if is_rank_zero():
         print(format_summary(results))
         print(f"label-issue report: {run_dir / DETECTION_DIR / 'report.md'}")
     return results
@@ -43,12 +41,7 @@ def detect(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="detect")
 def main(cfg: DictConfig) -> dict | None:
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    try:
-        return detect(cfg)
-    except USER_ERRORS as error:
-        print(f"\nerror: {error}", file=sys.stderr)
-        sys.exit(2)
+    return run_entry(detect, cfg)
 
 
 if __name__ == "__main__":

@@ -6,24 +6,20 @@ user errors (missing data, unavailable weights, bad options) into one clear mess
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from deft_lightning.data.base import DatasetError
+from deft_lightning.cli import is_rank_zero, run_entry
 from deft_lightning.io import write_text
-from deft_lightning.models.clip import WeightsUnavailableError
 from deft_lightning.pipeline.adaptation import run_adaptation
 from deft_lightning.pipeline.common import build_datamodule, finish_wandb
 from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
 from deft_lightning.reporting.summary import format_summary
 
 PHASES = ("detect", "adapt")
-USER_ERRORS = (DatasetError, WeightsUnavailableError, FileNotFoundError, ValueError)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -54,26 +50,14 @@ def train(cfg: DictConfig) -> dict:
             results["adaptation"] = run_adaptation(cfg, dm, run_dir, clean_mask)
     finally:
         finish_wandb()  # multirun jobs must never share, or leave open, a W&B run
-    if _is_rank_zero():
+    if is_rank_zero():
         print(format_summary(results))
     return results
 
 
-def _is_rank_zero() -> bool:
-    """Global rank 0, whoever started the process (Lightning, SLURM, torchrun)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return rank_zero_only.rank == 0
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict | None:
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    try:
-        return train(cfg)
-    except USER_ERRORS as error:
-        print(f"\nerror: {error}", file=sys.stderr)
-        sys.exit(2)
+    return run_entry(train, cfg)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from deft_lightning.losses.robust import SCELoss
+
 LOG_CLAMP = 1e-5
 
 
@@ -43,13 +45,8 @@ def sample_complementary_labels(labels: torch.Tensor, num_classes: int, generato
     return (labels + offset) % num_classes
 
 
-def symmetric_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
-    """SCE (Wang et al. 2019): α·CE + β·reverse CE, with log 0 of the one-hot clamped to log 1e-4."""
-    ce = F.cross_entropy(logits, labels)
-    probs = logits.softmax(dim=1).clamp(min=1e-7, max=1.0)
-    one_hot = F.one_hot(labels, logits.shape[1]).to(probs.dtype).clamp(min=1e-4, max=1.0)
-    rce = -(probs * one_hot.log()).sum(dim=1).mean()
-    return alpha * ce + beta * rce
+# the real-noise variant's warm-up L_sim: the same SCE (α = β = 1) phase 2 offers as a method
+symmetric_cross_entropy = SCELoss(alpha=1.0, beta=1.0)
 
 
 @dataclass

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from deft_lightning.losses.dual_prompt import (
     class_yes_probability,
@@ -19,9 +17,10 @@ from deft_lightning.losses.dual_prompt import (
 from deft_lightning.models.peft import count_parameters
 from deft_lightning.models.prompts import DualPromptLearner
 from deft_lightning.models.text_encoder import encode_dual_prompts, use_shared_prefix
+from deft_lightning.modules.per_sample import PerSampleDetector
 
 
-class DetectorModule(L.LightningModule):
+class DetectorModule(PerSampleDetector):
     """Frozen CLIP + trainable visual PEFT + positive/negative prompt contexts (SPEC §2).
 
     ``training_step`` implements the stop-gradients of the reference: the image–text similarity to the
@@ -42,7 +41,7 @@ class DetectorModule(L.LightningModule):
         sim_weight: float = 1.0,
         dp_weight: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(prompt_learner.num_classes)
         self.clip_model = clip_model
         # freeze CLIP, but keep what the PEFT module made trainable inside the tower (biases, LoRA)
         peft_trainable = {id(p) for p in visual_encoder.parameters() if p.requires_grad}
@@ -51,7 +50,6 @@ class DetectorModule(L.LightningModule):
                 parameter.requires_grad_(False)
         self.visual_encoder = visual_encoder
         self.prompt_learner = prompt_learner
-        self.num_classes = prompt_learner.num_classes
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_epochs = int(warmup_epochs)
@@ -61,10 +59,6 @@ class DetectorModule(L.LightningModule):
         self._cached_text: tuple[torch.Tensor, torch.Tensor] | None = None
         # decided once here (it inspects the text tower's mask), not on every step
         self.shared_prefix_text = use_shared_prefix(clip_model, prompt_learner)
-        self.online_records: list[torch.Tensor] = []  # (index, selected) of the current training epoch
-        self.predictions: list[dict[str, torch.Tensor]] = []
-        self.test_accuracy = nn.ModuleList()
-        self.eval_set_names: list[str] = ["test"]
         self.strict_loading = False  # frozen CLIP tensors are left out of our checkpoints by design
 
     # ----- the explicit model API -------------------------------------------------------------
@@ -148,27 +142,14 @@ class DetectorModule(L.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
 
-    # ----- evaluation: textual classifier of positive prompts ---------------------------------
-    def set_eval_sets(self, names: list[str]) -> None:
-        self.eval_set_names = list(names)
-        self.test_accuracy = nn.ModuleList(
-            MulticlassAccuracy(num_classes=self.num_classes, average="micro") for _ in names
-        )
-
+    # ----- evaluation: textual classifier of positive prompts (validation_step is the base's) ---
     def on_validation_epoch_start(self) -> None:
         self._cached_text = None
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, labels = batch[0], batch[1]
-        metric = self.test_accuracy[dataloader_idx]
-        metric.update(self(images).argmax(dim=1), labels)
-        name = self.eval_set_names[dataloader_idx]
-        self.log(f"val/{name}_acc", metric, on_epoch=True, add_dataloader_idx=False, batch_size=images.shape[0])
-
     # ----- the final inference pass -----------------------------------------------------------
     def on_predict_epoch_start(self) -> None:
+        super().on_predict_epoch_start()
         self._cached_text = None
-        self.predictions = []
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, labels, indices = batch
@@ -181,8 +162,7 @@ class DetectorModule(L.LightningModule):
             "predicted_label": s_pos.argmax(dim=1),
             "class_probs": s_pos.softmax(dim=1),
         }
-        self.predictions.append({k: v.detach() for k, v in out.items()})
-        return out
+        return self._store(out)
 
     # ----- checkpoints and the reusable detector artefact --------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -191,8 +171,4 @@ class DetectorModule(L.LightningModule):
         state = checkpoint["state_dict"]
         for name in [name for name in state if name not in trainable]:
             del state[name]
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        names = {name for name, p in self.named_parameters() if p.requires_grad}
-        return {name: value.detach().cpu() for name, value in self.state_dict().items() if name in names}
 
