@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m deft_lightning.train experiment=demo
+	$(PY) -m deft_lightning.train experiment=toy
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -116,7 +116,8 @@ class Domain:
     # photo: a tiny ViT trained for minutes learns shapes from that, but not from small ones anywhere.
     small_radius: tuple[float, float] = (8.5, 10.5)
     large_radius: tuple[float, float] = (11.0, 14.0)
-    max_rotation_deg: float = 25.0
+    # Small: at 32 px a square turned by 25-45° is hard to tell from a diamond, so rotation blurs classes.
+    max_rotation_deg: float = 8.0
     max_offset: float = 0.3  # how far from the centre objects go, as a fraction of the free room
     contrast: tuple[float, float] = (0.8, 1.0)  # object opacity scale (< 1 blends into the ground)
     distractors: tuple[int, int] = (0, 0)  # min/max number of small random specks over the scene
@@ -130,18 +131,23 @@ class Domain:
 
 
 WEB = Domain()
-# Downstream: new backgrounds, heavy clutter, held-out colour pairings, fainter and more rotated objects.
+# Downstream: the same kind of photo, but a fifth of the backgrounds are kinds the web split never
+# shows, a little clutter, and a quarter of the objects in colour–shape pairings held out of the web
+# split. Measured with the default recipe: zero-shot accuracy ~84 % on web-like scenes, ~58 % on the
+# toy test set (the paper's CLIP: label-match recall 53-64 %). Stronger shifts (45° rotations, which
+# make squares and diamonds one shape; heavy clutter; all-new backgrounds) left a tiny CLIP near
+# chance even when its visual tower was trained supervised.
 TOY = Domain(
     two_object_prob=0.0,
-    background_probs=(0.05, 0.1, 0.15, 0.2, 0.25, 0.25),
+    background_probs=(0.2, 0.2, 0.2, 0.2, 0.1, 0.1),
     pattern_probs=(0.4, 0.2, 0.2, 0.2),
-    held_out_prob=0.5,
+    held_out_prob=0.25,
     allow_held_out=True,
-    max_rotation_deg=45.0,
-    max_offset=0.5,
-    contrast=(0.6, 1.0),
-    distractors=(2, 6),
-    pixel_noise=0.05,
+    max_rotation_deg=10.0,
+    max_offset=0.35,
+    contrast=(0.75, 1.0),
+    distractors=(0, 2),
+    pixel_noise=0.03,
     caption_shape_noise=0.0,
 )
 

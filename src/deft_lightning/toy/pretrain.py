@@ -2,9 +2,10 @@
 
 DEFT needs a vision-language model that already aligns images with class names. No weights can be
 downloaded where this project is built, so we pretrain a tiny open_clip model on the generator's
-"web" captions with the standard symmetric InfoNCE loss, on CPU in a few minutes, and cache the
-state dict under ``<cache>/toy_clip/<key>/``. The key covers everything that changes the weights
-(generator version, seed, model config, training recipe), so a stale checkpoint is never reused.
+"web" captions with the standard symmetric InfoNCE loss on CPU (2000 steps of 128 pairs, about nine
+minutes on two cores), and cache the state dict under ``<cache>/toy_clip/<key>/``. The key covers
+everything that changes the weights (generator version, seed, model config, training recipe), so a
+stale checkpoint is never reused.
 The checkpoint is a plain open_clip state dict: the rest of the framework loads it with
 ``open_clip.create_model(MODEL_NAME, pretrained=path)``, exactly like a real local checkpoint.
 """
@@ -41,12 +42,13 @@ PRETRAIN_RUNS = 0
 class PretrainConfig:
     """The training recipe; every field is part of the cache key."""
 
-    steps: int = 600
+    steps: int = 2000
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_steps: int = 40
     init_temperature: float = 0.07
+    text_lr_mult: float = 1.0
 
 
 def register_model_config() -> None:
@@ -110,14 +112,25 @@ def encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
     return x @ model.text_projection
 
 
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def _param_groups(model, config: "PretrainConfig") -> list[dict]:
+    """No weight decay on gains, biases, embeddings and the temperature; a higher rate for the text tower.
+
+    Both towers start from random weights, and until the text side separates the words the image side
+    gets no useful signal; a faster text tower shortens that plateau.
+    """
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
-        if p.ndim < 2 or "embedding" in name or "logit_scale" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = not (p.ndim < 2 or "embedding" in name or "logit_scale" in name)
+        text = not name.startswith("visual.") and "logit" not in name
+        groups.setdefault((decay, text), []).append(p)
+    return [
+        {
+            "params": params,
+            "weight_decay": config.weight_decay if decay else 0.0,
+            "lr": config.lr * (config.text_lr_mult if text else 1.0),
+        }
+        for (decay, text), params in groups.items()
+    ]
 
 
 def pretrain(
@@ -142,7 +155,8 @@ def pretrain(
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
     inputs = input_config()
 
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    # fused: one kernel over all tensors; the plain loop costs ~15 % of a step on CPU (49k-token embedding)
+    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
     def lr_factor(step: int) -> float:
         if step < config.warmup_steps:
