@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deft_lightning.io import atomic_path
 from deft_lightning.models.inputs import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, InputConfig
 from deft_lightning.toy.generator import GENERATOR_VERSION, WEB, generate_web
 
@@ -206,16 +206,8 @@ def pretrain(
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def checkpoint_path(cache_dir: str | Path | None = None, seed: int = 0, config: PretrainConfig | None = None) -> Path:
