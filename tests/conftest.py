@@ -17,13 +17,9 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 def compose(overrides: list[str], config_name: str = "train"):
     """The composed config exactly as ``python -m deft_lightning.train`` would build it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from deft_lightning.cli import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="deft_lightning.conf", version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=overrides)
+    return compose_config(overrides, config_name)
 
 
 @pytest.fixture

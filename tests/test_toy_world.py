@@ -203,7 +203,7 @@ def test_deft_detects_label_noise_in_the_toy_world_far_better_than_chance(tmp_pa
 def test_logit_scale_null_follows_the_loaded_model():
     import open_clip
 
-    from deft_lightning.pipeline.detection import resolve_logit_scale
+    from deft_lightning.models.clip import resolve_logit_scale
 
     toy_pretrain.register_model_config()
     model = open_clip.create_model(toy_pretrain.MODEL_NAME)

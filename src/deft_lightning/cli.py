@@ -33,3 +33,15 @@ def is_rank_zero() -> bool:
     from lightning.pytorch.utilities import rank_zero_only
 
     return rank_zero_only.rank == 0
+
+
+def compose_config(overrides: list[str], config_name: str = "train"):
+    """The config ``python -m deft_lightning.<config_name>`` would build from these overrides, without
+    Hydra's main (no run directory): for drivers that call ``train()`` in-process, and for tests."""
+    from hydra import compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="deft_lightning.conf", version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)

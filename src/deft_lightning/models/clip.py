@@ -96,3 +96,13 @@ def logit_scale_value(model: nn.Module) -> float:
     """CLIP's learned inverse temperature (100 for the OpenAI models), as a plain float."""
     with torch.no_grad():
         return float(model.logit_scale.exp().clamp(max=100.0))
+
+
+def resolve_logit_scale(configured: float | None, model: nn.Module) -> float:
+    """The frozen 1/τ: the configured number, or (``None``) the model's own learned scale.
+
+    The paper uses 100 because that is OpenAI CLIP's learned value; a model pretrained to another
+    temperature (the toy CLIP learns ~19) is mis-calibrated at 100 and its positive-prompt classifier
+    degrades while DEFT trains, so ``null`` follows the model.
+    """
+    return logit_scale_value(model) if configured is None else float(configured)

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from deft_lightning.data.noise import NoisyLabels
-from deft_lightning.models.clip import create_clip, get_tokenizer, logit_scale_value
+from deft_lightning.models.clip import create_clip, get_tokenizer, resolve_logit_scale
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.models.text_encoder import encode_token_ids_truncated
 from deft_lightning.modules.label_match import LabelMatchModule
@@ -27,7 +27,7 @@ def build_label_match(cfg: DictConfig, class_names: list[str]) -> tuple[LabelMat
         class_names,
         get_tokenizer(detector.clip.model_name),
         prompt_template=str(detector.get("prompt_template", "a photo of a {}.")),
-        logit_scale=logit_scale_value(clip_model) if detector.get("logit_scale", 100.0) is None else float(detector.get("logit_scale", 100.0)),
+        logit_scale=resolve_logit_scale(detector.get("logit_scale", 100.0), clip_model),
     )
     return module, inputs
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from deft_lightning.callbacks import OnlineSelectionRecorder, SelectionWriter
 from deft_lightning.data.datamodule import NoisyLabelDataModule
 from deft_lightning.io import atomic_path
-from deft_lightning.models.clip import create_clip, get_tokenizer, logit_scale_value
+from deft_lightning.models.clip import create_clip, get_tokenizer, resolve_logit_scale
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.models.prompts import DualPromptLearner
 from deft_lightning.modules.detector import DetectorModule
@@ -79,16 +79,6 @@ def build_deft_detector(cfg: DictConfig, class_names: list[str]) -> tuple[Detect
         real_noise_variant=cfg.detector.real_noise_variant,
     )
     return module, inputs
-
-
-def resolve_logit_scale(configured: float | None, clip_model: torch.nn.Module) -> float:
-    """The frozen 1/τ: the configured number, or (``null``) the loaded CLIP's own learned scale.
-
-    The paper uses 100 because that is OpenAI CLIP's learned value; a model pretrained to another
-    temperature (the toy CLIP learns ~19) is mis-calibrated at 100 and its positive-prompt classifier
-    degrades while DEFT trains, so ``null`` follows the model.
-    """
-    return logit_scale_value(clip_model) if configured is None else float(configured)
 
 
 def detection_done(run_dir: Path) -> bool:
