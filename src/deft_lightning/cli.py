@@ -42,6 +42,8 @@ def compose_config(overrides: list[str], config_name: str = "train"):
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from deft_lightning import resolvers  # noqa: F401  (registers the config resolvers)
+
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="deft_lightning.conf", version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from deft_lightning.errors import UserError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(UserError, RuntimeError):
     """Bad or missing dataset input. Its message is shown to the user as is, without a traceback."""
 
 

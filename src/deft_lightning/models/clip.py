@@ -9,13 +9,14 @@ import open_clip
 import torch
 from torch import nn
 
+from deft_lightning.errors import UserError
 from deft_lightning.models.inputs import InputConfig
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights could not be loaded; the message says how to provide a local file."""
 
 

@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from deft_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from deft_lightning.callbacks import RNGStateCheckpoint
 from deft_lightning.data.datamodule import NoisyLabelDataModule
 
@@ -57,20 +58,6 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, phase: str) -> str | None:
     if rank_zero_only.rank == 0:
         print(f"resume: no {last}; phase '{phase}' starts from its beginning.")
     return None
-
-
-def resume_run_dir(resume: Any, default: str) -> str:
-    """Hydra's run directory: ``resume=PATH`` reuses PATH; ``true``/``false`` keep the default.
-
-    Registered as the ``deft_run_dir`` resolver, used by ``conf/hydra/default.yaml``.
-    """
-    if isinstance(resume, str) and resume.strip().lower() not in ("", "true", "false", "none", "null"):
-        return resume
-    return default
-
-
-if not OmegaConf.has_resolver("deft_run_dir"):
-    OmegaConf.register_new_resolver("deft_run_dir", resume_run_dir)
 
 
 # ----- checkpoints ----------------------------------------------------------------------------------
