@@ -46,6 +46,7 @@ class NoisyLabelDataModule(L.LightningDataModule):
         persistent_workers: bool | None = None,
         val_fraction: float = 0.0,
         val_seed: int = 0,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
         self.reader = reader
@@ -66,6 +67,7 @@ class NoisyLabelDataModule(L.LightningDataModule):
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = float(val_fraction)
         self.val_seed = int(val_seed)
+        self.on_bad_image = str(on_bad_image)  # error | skip: what an unreadable training image does
         self._heldout_mask: np.ndarray | None = None
 
     # ----- data that every rank must agree on -------------------------------------------------

@@ -38,6 +38,7 @@ def build_datamodule(cfg: DictConfig, batch_size: int | None = None) -> NoisyLab
         persistent_workers=cfg.data.persistent_workers,
         val_fraction=float(cfg.data.get("val_fraction", 0.0) or 0.0),
         val_seed=int(cfg.data.get("val_seed", 0)),
+        on_bad_image=str(cfg.data.get("on_bad_image", "error")),
     )
 
 
