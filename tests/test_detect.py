@@ -15,10 +15,11 @@ from PIL import Image
 
 from conftest import compose
 from deft_lightning.detect import detect
+from deft_lightning.errors import ArtifactError
 from deft_lightning.selection.clean_selection import CleanSelection
 
 COLUMNS = ["index", "sample_id", "given_label", "given_class", "predicted_label", "predicted_class",
-           "p_clean", "is_clean", "is_label_issue", "true_label"]
+           "p_clean", "is_clean", "is_label_issue", "true_label", "fingerprint"]
 CLASS_NAMES = ["red", "green", "blue", "yellow", "purple"]  # dataset=synthetic, 5 classes
 
 
@@ -137,9 +138,9 @@ def test_an_artefact_that_does_not_fit_is_refused(deft_run, tmp_path):
     artefact = read_detector_weights(out / "detector_weights.pt")
     cfg = compose(overrides(tmp_path, "x", "detector.prompt.class_specific=true"), config_name="detect")
     module, _ = build_detector(cfg, CLASS_NAMES)  # contexts (C, n_ctx, D), the artefact's are (n_ctx, D)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ArtifactError, match="does not fit"):
         load_detector_weights(module, artefact, out / "detector_weights.pt")
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(ArtifactError, match="no such file"):
         read_detector_weights(tmp_path / "missing.pt")
 
 

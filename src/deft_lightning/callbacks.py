@@ -19,7 +19,8 @@ class SelectionWriter(Callback):
 
     The CSV is renamed into place only when complete, and every rank waits for it before going on.
     Rules that need every sample at once (small-loss ranking, GMM) run on the gathered rows through
-    the module's ``finalize_selection``; ``sample_ids`` and ``class_names`` make the file readable.
+    the module's ``finalize_selection``; ``sample_ids`` and ``class_names`` make the file readable, and
+    ``fingerprint`` ties it to the data it was made from.
     """
 
     def __init__(
@@ -29,8 +30,10 @@ class SelectionWriter(Callback):
         true_labels: np.ndarray | None,
         sample_ids: list[str] | None = None,
         class_names: list[str] | None = None,
+        fingerprint=None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.fingerprint = fingerprint  # what the selection is made from (selection/fingerprint.py)
         self.given_labels = np.asarray(given_labels)
         self.true_labels = None if true_labels is None else np.asarray(true_labels)
         self.sample_ids = None if sample_ids is None else np.asarray(sample_ids, dtype=str)
@@ -58,6 +61,7 @@ class SelectionWriter(Callback):
             true_label=None if self.true_labels is None else self.true_labels[index],
             sample_id=None if self.sample_ids is None else self.sample_ids[index],
             class_names=self.class_names,
+            fingerprint=self.fingerprint,
         )
         self.class_probs = rows["class_probs"].float().numpy()
         if trainer.is_global_zero:

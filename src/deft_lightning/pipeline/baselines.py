@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from deft_lightning.data.noise import NoisyLabels
+from deft_lightning.errors import ConfigError
 from deft_lightning.models.clip import create_clip, get_tokenizer, resolve_logit_scale
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.models.text_encoder import encode_token_ids_truncated
@@ -42,7 +43,7 @@ def build_small_loss(
     visual_encoder = instantiate(cfg.peft.module)(visual=clip_model.visual)
     head_init = str(detector.get("head_init", "random"))
     if head_init not in ("random", "text"):
-        raise ValueError(f"detector.head_init must be 'random' or 'text', got {head_init!r}")
+        raise ConfigError(f"detector.head_init must be 'random' or 'text', got {head_init!r}")
     head_weight = None
     if head_init == "text":  # start from the zero-shot classifier: same argmax as cos(image, text)
         tokenizer = get_tokenizer(detector.clip.model_name)
@@ -74,12 +75,12 @@ def resolve_forget_rate(value, noise: NoisyLabels | None) -> float | None:
         return None
     if isinstance(value, str) and value == "oracle":
         if noise is None:
-            raise ValueError("detector.forget_rate=oracle needs the dataset's noise; pass a number instead")
+            raise ConfigError("detector.forget_rate=oracle needs the dataset's noise; pass a number instead")
         if noise.mode in SYNTHETIC_NOISE:
             return float(noise.ratio)
         if noise.realised_rate is not None:
             return float(noise.realised_rate)
-        raise ValueError(
+        raise ConfigError(
             f"detector.forget_rate=oracle: the true noise rate of noise={noise.mode} on this dataset is unknown. "
             "Pass detector.forget_rate=<rate in [0, 1)> or use the oracle-free detector=small_loss_gmm."
         )
@@ -88,5 +89,5 @@ def resolve_forget_rate(value, noise: NoisyLabels | None) -> float | None:
     except (TypeError, ValueError):
         rate = -1.0
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"detector.forget_rate must be a number in [0, 1), 'oracle' or null, got {value!r}")
+        raise ConfigError(f"detector.forget_rate must be a number in [0, 1), 'oracle' or null, got {value!r}")
     return rate

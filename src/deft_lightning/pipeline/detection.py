@@ -2,7 +2,8 @@
 
 ``detector.kind`` picks the detector: ``deft`` (SPEC §2), or the baselines ``label_match`` (zero-shot,
 no training) and ``small_loss`` (SPEC §4). With ``detector.weights=PATH`` a saved detector artefact is
-rebuilt from its own config and only the inference pass runs.
+rebuilt from the project's own config nodes and the artefact's checked plain values (see
+``pipeline/artefact.py``: an artefact is data, never code) and only the inference pass runs.
 """
 
 from __future__ import annotations
@@ -13,32 +14,38 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from deft_lightning.callbacks import OnlineSelectionRecorder, SelectionWriter
 from deft_lightning.data.datamodule import NoisyLabelDataModule
+from deft_lightning.errors import ArtifactError, ConfigError, SelectionError
 from deft_lightning.io import atomic_path
 from deft_lightning.models.clip import create_clip, get_tokenizer, resolve_logit_scale
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.models.prompts import DualPromptLearner
 from deft_lightning.modules.detector import DetectorModule
+from deft_lightning.pipeline.artefact import (  # noqa: F401  (re-exported: the artefact API lives here too)
+    RUNTIME_KEYS,
+    artefact_payload,
+    check_class_names,
+    config_from_artefact,
+    read_artefact,
+)
 from deft_lightning.pipeline.baselines import build_label_match, build_small_loss
 from deft_lightning.pipeline.common import build_trainer, finish_wandb, log_detection_images, resume_checkpoint
 from deft_lightning.reporting.report import P_CLEAN_MEANING, write_report
 from deft_lightning.selection.clean_selection import CleanSelection
+from deft_lightning.selection.fingerprint import check_fingerprint, fingerprint_of
 
 DETECTION_DIR = "detection"
 DETECTOR_KINDS = ("deft", "label_match", "small_loss")
 TRAINED_KINDS = ("deft", "small_loss")
-# Keys of the current detector config that win over a reloaded artefact's: they describe this run and
-# this dataset (batch size, selection rule options, where the frozen CLIP file is), not the detector.
-RUNTIME_KEYS = ("batch_size", "real_noise_variant", "forget_rate", "weights")
 
 
 def detector_kind(cfg: DictConfig) -> str:
     kind = str(cfg.detector.get("kind", "deft"))
     if kind not in DETECTOR_KINDS:
-        raise ValueError(f"detector.kind must be one of {list(DETECTOR_KINDS)}, got {kind!r}")
+        raise ConfigError(f"detector.kind must be one of {list(DETECTOR_KINDS)}, got {kind!r}")
     return kind
 
 
@@ -90,12 +97,13 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     out_dir = run_dir / DETECTION_DIR
     if cfg.get("resume") and detection_done(run_dir):
         print(f"Phase 1 already complete in {out_dir}; reusing its selection.")
-        return load_selection(out_dir / "selection.csv", dm.num_train), _read_json(out_dir / "summary.json")
+        return load_selection(out_dir / "selection.csv", dm), _read_json(out_dir / "summary.json")
 
     weights_path = cfg.detector.get("weights")
     artefact = None
     if weights_path:
-        artefact = read_detector_weights(weights_path)
+        artefact = read_detector_weights(weights_path)  # checked: plain values only, nothing built yet
+        check_class_names(artefact, dm.class_names, weights_path)
         cfg = config_from_artefact(cfg, artefact)
     kind = detector_kind(cfg)
     module, inputs = build_detector(cfg, dm.class_names, dm.noise)
@@ -106,8 +114,9 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     dm.batch_size = int(cfg.detector.batch_size)
     dm.set_clean_mask(None)
 
+    fingerprint = fingerprint_of(dm)
     writer = SelectionWriter(out_dir, dm.given_labels, dm.true_labels, sample_ids=dm.files.train.sample_ids,
-                             class_names=dm.class_names)
+                             class_names=dm.class_names, fingerprint=fingerprint)
     train_now = kind in TRAINED_KINDS and artefact is None
     if train_now:
         online = OnlineSelectionRecorder(out_dir, dm.num_train, dm.given_labels, dm.true_labels)
@@ -135,6 +144,8 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
         summary["online_last_epoch"] = _mask_metrics(online_mask, dm)
     summary["detector_test_accuracy"] = eval_metrics
     summary["noise"] = dm.noise.summary()
+    summary["true_labels_known"] = dm.true_labels is not None
+    summary["fingerprint"] = fingerprint.to_dict()
     if trainer.is_global_zero:
         if any(p.requires_grad for p in module.parameters()):
             save_detector_weights(module, cfg, out_dir / "detector_weights.pt", dm.class_names)
@@ -155,61 +166,43 @@ def mask_for_phase2(cfg: DictConfig, selection: CleanSelection, run_dir: Path, d
     if str(cfg.detector.get("selection_source", "inference")) == "online":
         online = _online_mask(run_dir / DETECTION_DIR, dm)
         if online is None:
-            raise FileNotFoundError(f"no online_mask.npy in {run_dir / DETECTION_DIR}: rerun phase 1")
+            raise SelectionError(f"no online_mask.npy in {run_dir / DETECTION_DIR}: rerun phase 1")
         return online
     return selection.mask(dm.num_train)
 
 
-def load_selection(path: str | Path, num_samples: int) -> CleanSelection:
+def load_selection(path: str | Path, dm: NoisyLabelDataModule) -> CleanSelection:
+    """A selection file checked against this run's data: full coverage, its fingerprint and its given labels.
+
+    A file without a fingerprint (older versions, or made by another tool) is checked by its
+    ``given_label`` column alone.
+    """
     selection = CleanSelection.read_csv(path)
-    selection.mask(num_samples)  # validates coverage
+    selection.mask(dm.num_train)  # validates coverage
+    check_fingerprint(selection.fingerprint, fingerprint_of(dm), path)
+    differing = np.flatnonzero(selection.given_label != dm.given_labels)
+    if len(differing):
+        i = int(differing[0])
+        raise SelectionError(
+            f"{path}: {len(differing)} of {len(selection)} given labels differ from this run's (first at index {i}: "
+            f"file {int(selection.given_label[i])}, this run {int(dm.given_labels[i])}); the selection was made "
+            "under other labels (noise setting or label file)."
+        )
     return selection
 
 
 def save_detector_weights(module: L.LightningModule, cfg: DictConfig, path: Path, class_names: list[str] | None = None) -> None:
-    """Only the trained prompts and PEFT parameters (kilobytes to MB), plus the config that built them."""
-    payload = {
-        "kind": detector_kind(cfg),
-        "state_dict": module.trainable_state_dict(),
-        "detector": OmegaConf.to_container(cfg.detector, resolve=True),
-        "peft": OmegaConf.to_container(cfg.peft, resolve=True),
-        "class_names": list(class_names or []),
-        "extra": module.artefact_extras() if hasattr(module, "artefact_extras") else {},
-    }
+    """Only the trained prompts and PEFT parameters (kilobytes to MB), plus plain values saying how to
+    rebuild them through the project's own config (see ``pipeline/artefact.py``)."""
+    extra = module.artefact_extras() if hasattr(module, "artefact_extras") else {}
+    payload = artefact_payload(detector_kind(cfg), cfg, module.trainable_state_dict(), list(class_names or []), extra)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def read_detector_weights(path: str | Path) -> dict:
-    path = Path(str(path)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"detector.weights={path}: no such file (expected a detection/detector_weights.pt)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "detector" not in payload:
-        raise ValueError(f"{path} is not a detector artefact (detection/detector_weights.pt of a phase-1 run)")
-    return payload
-
-
-def config_from_artefact(cfg: DictConfig, artefact: dict) -> DictConfig:
-    """This run's config with the detector and PEFT the artefact was trained with.
-
-    Only ``RUNTIME_KEYS`` (and a local CLIP file given now) keep their current values; the selection
-    always comes from the inference pass, since nothing is trained.
-    """
-    current = OmegaConf.to_container(cfg.detector, resolve=True)
-    detector = dict(artefact["detector"])
-    detector.setdefault("kind", "deft")
-    for key in RUNTIME_KEYS:
-        if key in current:
-            detector[key] = current[key]
-    if (current.get("clip") or {}).get("weights"):
-        detector["clip"] = dict(detector.get("clip") or {}, weights=current["clip"]["weights"])
-    detector["selection_source"] = "inference"
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.detector = OmegaConf.create(detector)
-        cfg.peft = OmegaConf.create(artefact["peft"])
-    return cfg
+    """The checked artefact (``weights_only`` load, plain values only); refused with an ArtifactError otherwise."""
+    return read_artefact(path)
 
 
 def load_detector_weights(module: L.LightningModule, artefact: dict, path) -> None:
@@ -223,7 +216,7 @@ def load_detector_weights(module: L.LightningModule, artefact: dict, path) -> No
     if unknown or wrong_shape or absent:
         details = "; ".join(f"{what}: {names[:3]}" for what, names in
                             (("unknown", unknown), ("shape differs", wrong_shape), ("missing", absent)) if names)
-        raise ValueError(
+        raise ArtifactError(
             f"detector.weights={path} does not fit the detector built from its config ({details}). "
             "Class-specific contexts and a small-loss head need the same classes as the training data "
             f"({len(artefact.get('class_names') or [])} saved)."
@@ -238,7 +231,7 @@ def _online_mask(out_dir: Path, dm: NoisyLabelDataModule) -> np.ndarray | None:
     path = out_dir / "online_mask.npy"
     if not path.is_file():
         return None
-    return np.load(path) == 1
+    return np.load(path, allow_pickle=False) == 1
 
 
 def _mask_metrics(mask: np.ndarray, dm: NoisyLabelDataModule) -> dict:
@@ -249,4 +242,7 @@ def _mask_metrics(mask: np.ndarray, dm: NoisyLabelDataModule) -> dict:
 def _read_json(path: Path) -> dict:
     import json
 
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path} is not a readable phase-1 summary ({err}); delete it to rerun phase 1.") from None

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_f1_score, binary_precision, binary_recall
 
+from deft_lightning.errors import SelectionError
 from deft_lightning.io import write_csv
+from deft_lightning.selection.fingerprint import Fingerprint
 
 # What every selection file must hold (older files have only these, plus true_label when known).
 COLUMNS = ["index", "given_label", "predicted_label", "p_clean", "is_clean"]
@@ -25,6 +27,8 @@ class CleanSelection:
 
     ``sample_id`` (a path or array index, for users to find the file) and ``class_names`` only make the
     files readable; without them ids default to the index and class names to the label number.
+    ``fingerprint`` says what the selection was made from (written as a constant last column);
+    ``source`` is the file it was read from, for error messages.
     """
 
     index: np.ndarray
@@ -35,6 +39,8 @@ class CleanSelection:
     true_label: np.ndarray | None = None
     sample_id: np.ndarray | None = None
     class_names: list[str] | None = None
+    fingerprint: Fingerprint | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         order = np.argsort(self.index, kind="stable")
@@ -46,7 +52,8 @@ class CleanSelection:
         if self.sample_id is not None:
             self.sample_id = self.sample_id.astype(str)
         if len(np.unique(self.index)) != len(self.index):
-            raise ValueError("a clean selection must hold exactly one row per sample index")
+            where = f"{self.source}: " if self.source else ""
+            raise SelectionError(f"{where}a clean selection must hold exactly one row per sample index")
 
     @property
     def is_label_issue(self) -> np.ndarray:
@@ -63,9 +70,10 @@ class CleanSelection:
     def mask(self, num_samples: int) -> np.ndarray:
         """Boolean clean mask over dataset indices 0..num_samples-1."""
         if len(self) != num_samples or not np.array_equal(self.index, np.arange(num_samples)):
-            raise ValueError(
-                f"the selection covers {len(self)} samples but the training set has {num_samples}: "
-                "was it made for another dataset or noise setting?"
+            raise SelectionError(
+                f"{self.source or 'the selection'} covers {len(self)} samples (indices "
+                f"{_index_range(self.index)}) but the training set has {num_samples} (indices 0..{num_samples - 1}): "
+                "was it made for another dataset, or is it truncated?"
             )
         return self.is_clean.copy()
 
@@ -86,7 +94,8 @@ class CleanSelection:
 
     # ----- files ------------------------------------------------------------------------------
     def columns(self) -> list[str]:
-        return REPORT_COLUMNS + (["true_label"] if self.true_label is not None else [])
+        return (REPORT_COLUMNS + (["true_label"] if self.true_label is not None else [])
+                + (["fingerprint"] if self.fingerprint is not None else []))
 
     def to_columns(self) -> dict[str, np.ndarray]:
         """The table as named columns, in file order (shared by the CSV and Parquet writers)."""
@@ -103,6 +112,8 @@ class CleanSelection:
         }
         if self.true_label is not None:
             table["true_label"] = self.true_label.astype(np.int64)
+        if self.fingerprint is not None:
+            table["fingerprint"] = np.full(len(self), self.fingerprint.token(), dtype=object)
         return table
 
     def write_csv(self, path: str | Path) -> None:
@@ -119,28 +130,76 @@ class CleanSelection:
 
     @classmethod
     def read_csv(cls, path: str | Path) -> "CleanSelection":
+        """Read a selection file; any damage (empty, header only, ragged, truncated, bad values) is a
+        :class:`SelectionError` naming the file."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no clean selection at {path}: run phase 1 first (phases=[detect]) or pass adapter.selection=PATH")
-        with open(path, newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader)
-            columns = list(zip(*reader)) or [()] * len(header)
-        data = dict(zip(header, columns))
-        missing = [c for c in COLUMNS if c not in data]
+            raise SelectionError(
+                f"no clean selection at {path}: run phase 1 first (phases=[detect]) or pass adapter.selection=PATH"
+            )
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise SelectionError(f"{path} is not a readable selection file ({err}).") from None
+        if not rows:
+            raise SelectionError(f"{path} is empty; expected a selection.csv written by phase 1 (a header and one row per sample).")
+        header, body = rows[0], rows[1:]
+        missing = [c for c in COLUMNS if c not in header]
         if missing:
-            raise ValueError(f"{path} is not a selection file: missing columns {missing}")
-        as_int = lambda name: np.asarray(data[name], dtype=np.int64)  # noqa: E731
+            raise SelectionError(f"{path} is not a selection file: missing columns {missing} (header {header[:12]}).")
+        if not body:
+            raise SelectionError(f"{path} has a header but no rows; expected one row per training sample.")
+        for line_no, row in enumerate(body, start=2):
+            if len(row) != len(header):
+                raise SelectionError(
+                    f"{path}, line {line_no}: {len(row)} fields where the header has {len(header)} "
+                    "(ragged or truncated file); rewrite it with phase 1."
+                )
+        data = dict(zip(header, zip(*body)))
+
+        def column(name: str, dtype):
+            try:
+                return np.asarray(data[name], dtype=dtype)
+            except ValueError:
+                for line_no, value in enumerate(data[name], start=2):
+                    try:
+                        np.asarray(value, dtype=dtype)
+                    except ValueError:
+                        raise SelectionError(
+                            f"{path}, line {line_no}: column {name!r} holds {value!r}, expected {np.dtype(dtype).name} "
+                            "(damaged or truncated file)."
+                        ) from None
+                raise
+
+        flags = column("is_clean", np.int64)
+        if not np.isin(flags, (0, 1)).all():
+            raise SelectionError(f"{path}: column 'is_clean' must hold 0 or 1.")
+        fingerprint = None
+        if "fingerprint" in data:
+            tokens = set(data["fingerprint"])
+            if len(tokens) != 1:
+                raise SelectionError(
+                    f"{path}: the fingerprint column holds {len(tokens)} different values; a selection is made from "
+                    "one training set (were files concatenated?)."
+                )
+            fingerprint = Fingerprint.from_token(tokens.pop(), path)
         return cls(
-            index=as_int("index"),
-            given_label=as_int("given_label"),
-            predicted_label=as_int("predicted_label"),
-            p_clean=np.asarray(data["p_clean"], dtype=np.float64),
-            is_clean=as_int("is_clean").astype(bool),
-            true_label=as_int("true_label") if "true_label" in data else None,
+            index=column("index", np.int64),
+            given_label=column("given_label", np.int64),
+            predicted_label=column("predicted_label", np.int64),
+            p_clean=column("p_clean", np.float64),
+            is_clean=flags.astype(bool),
+            true_label=column("true_label", np.int64) if "true_label" in data else None,
             sample_id=np.asarray(data["sample_id"], dtype=str) if "sample_id" in data else None,
             class_names=_class_names_from_columns(data),
+            fingerprint=fingerprint,
+            source=str(path),
         )
+
+
+def _index_range(index: np.ndarray) -> str:
+    return f"{int(index.min())}..{int(index.max())}" if len(index) else "none"
 
 
 def _class_names_from_columns(data: dict[str, tuple]) -> list[str] | None:
