@@ -19,19 +19,47 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from deft_lightning.data.base import DatasetError
+from deft_lightning.data.image_io import find_bad_images
 from deft_lightning.data.noise import apply_noise
+from deft_lightning.errors import UserError
 from deft_lightning.io import write_json
 
 USAGE = """usage: python -m deft_lightning.inspect_data dataset=NAME dataset.root=PATH [noise=MODE noise.ratio=R]
-                                             [--json] [inspect.out=FILE]"""
+                                             [--json] [inspect.out=FILE]
+                                             [--verify-images [inspect.unreadable_out=FILE] [inspect.workers=N]]
+
+--verify-images decodes every image of every split in a process pool (one worker per core) and writes
+the unreadable ones (truncated, empty, not an image) as JSON to inspect.unreadable_out."""
+
+
+def verify_images(files, workers: int | None = None, progress: bool = True) -> dict:
+    """Decode every image of every split; return ``{checked, unreadable: [{split, index, sample_id, path, reason}]}``."""
+    checked, unreadable = 0, []
+    for split_name, split in [("train", files.train), *files.test.items()]:
+        if split.paths is None:  # in-memory arrays (CIFAR): nothing to decode
+            continue
+        checked += len(split)
+        for i, reason in find_bad_images(split.paths, decode=True, workers=workers, progress=progress, desc=split_name):
+            unreadable.append(
+                {"split": split_name, "index": i, "sample_id": split.sample_ids[i], "path": split.paths[i], "reason": reason}
+            )
+    return {"checked": checked, "unreadable": unreadable}
 
 
 def inspect(cfg: DictConfig, progress: bool = False) -> dict:
     """Read the dataset and apply the noise as training would; return the JSON-able facts."""
     root = cfg.dataset.root
     files = instantiate(cfg.dataset.reader)(root=None if root is None else str(Path(str(root)).expanduser()))
-    use_cache = bool(cfg.get("inspect", {}).get("use_cache", True))
+    options = cfg.get("inspect", {})
+    verified = None
+    if bool(options.get("verify_images", False)):
+        workers = options.get("workers")
+        verified = verify_images(files, workers=None if workers is None else int(workers), progress=True)
+        out = Path(str(options.get("unreadable_out") or "unreadable_images.json")).expanduser()
+        write_json(out, {"dataset": files.name, "root": None if root is None else str(root), **verified})
+        verified = {"checked": verified["checked"], "unreadable": len(verified["unreadable"]),
+                    "first_unreadable": verified["unreadable"][:5], "file": str(out)}
+    use_cache = bool(options.get("use_cache", True))
     noisy = apply_noise(
         files.train,
         files.num_classes,
@@ -74,6 +102,7 @@ def inspect(cfg: DictConfig, progress: bool = False) -> dict:
             for i in range(min(first, len(files.train)))
         ],
         "warnings": warnings,
+        **({} if verified is None else {"verify_images": verified}),
     }
 
 
@@ -94,6 +123,12 @@ def summary_text(report: dict) -> str:
     for item in report["first_train_items"]:
         lines.append(f"  {item['index']:>4}  {item['sample_id']}  {item['given_label']}  {item['true_label']}")
     lines += [f"warning: {w}" for w in report["warnings"]]
+    verified = report.get("verify_images")
+    if verified is not None:
+        lines.append(
+            f"images     {verified['checked']} decoded, {verified['unreadable']} unreadable; list in {verified['file']}"
+        )
+        lines += [f"  {item['path']}: {item['reason']}" for item in verified["first_unreadable"]]
     return "\n".join(lines)
 
 
@@ -110,14 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     as_json = "--json" in args
-    overrides = [a for a in args if a != "--json"]
+    overrides = [a for a in args if a not in ("--json", "--verify-images")]
+    if "--verify-images" in args:
+        overrides.append("inspect.verify_images=true")
     try:
         cfg = compose_config(overrides)
         report = inspect(cfg, progress=not as_json)
         as_json = as_json or bool(cfg.inspect.json)
         if cfg.inspect.out:
             write_json(cfg.inspect.out, report)
-    except DatasetError as err:
+    except UserError as err:  # DatasetError, ConfigError, ...: one paragraph, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as err:

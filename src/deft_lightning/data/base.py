@@ -7,6 +7,7 @@ apply noise and never build transforms; they only describe what is on disk.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,27 @@ from deft_lightning.errors import UserError
 
 
 class DatasetError(UserError, RuntimeError):
-    """Bad or missing dataset input. Its message is shown to the user as is, without a traceback."""
+    """Bad or missing dataset input. Its message is shown to the user as is, without a traceback.
+
+    Raised in a DataLoader worker (an image that fails to decode mid-epoch), it reaches the main process
+    re-created from a message holding the worker's traceback; the constructor keeps only the original
+    message, so the user still reads one paragraph naming the file.
+    """
+
+    def __init__(self, *args) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught ") and "Original Traceback" in args[0]:
+            args = (_worker_message(args[0], type(self).__name__),)
+        super().__init__(*args)
+
+
+def _worker_message(text: str, class_name: str) -> str:
+    """The original message inside torch's ``Caught X in DataLoader worker process N. Original Traceback ...``."""
+    where = text.split("\n", 1)[0].removeprefix(f"Caught {class_name} ").rstrip(".")
+    matches = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(class_name)}: ", text, re.M))
+    if not matches:
+        return text
+    message = text[matches[-1].end():].strip()
+    return f"{message}\n(raised {where})" if where else message
 
 
 @dataclass

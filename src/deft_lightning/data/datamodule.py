@@ -13,6 +13,7 @@ final inference pass still covers every sample, so the selection file keeps one 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -21,12 +22,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from deft_lightning.data.base import DatasetFiles
+from deft_lightning.data.base import DatasetError, DatasetFiles
 from deft_lightning.data.datasets import SplitDataset
+from deft_lightning.data.image_io import find_bad_images
 from deft_lightning.data.noise import NoisyLabels, apply_noise
 from deft_lightning.data.transforms import build_transform, decode_size
 from deft_lightning.distributed import unpadded_eval_sampler
+from deft_lightning.errors import ConfigError
 from deft_lightning.models.inputs import InputConfig
+
+log = logging.getLogger(__name__)
 
 HELDOUT_SET = "heldout"  # eval-set name of the held-out part of the noisy training set
 
@@ -67,7 +72,11 @@ class NoisyLabelDataModule(L.LightningDataModule):
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = float(val_fraction)
         self.val_seed = int(val_seed)
-        self.on_bad_image = str(on_bad_image)  # error | skip: what an unreadable training image does
+        if str(on_bad_image) not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_image={on_bad_image!r} must be 'error' or 'skip'.")
+        self.on_bad_image = str(on_bad_image)  # error | skip: what an unreadable image found before training does
+        # images left out by on_bad_image=skip: {split, sample_id, path, reason}, for the run directory
+        self.skipped_files: list[dict] = []
         self._heldout_mask: np.ndarray | None = None
 
     # ----- data that every rank must agree on -------------------------------------------------
@@ -75,7 +84,7 @@ class NoisyLabelDataModule(L.LightningDataModule):
         """Read the files and apply the noise, once; deterministic, so every rank gets the same."""
         if self.files is None:
             root = None if self.root is None else str(Path(str(self.root)).expanduser())
-            self.files = self.reader(root=root)
+            self.files = self._screen_images(self.reader(root=root))
             options = self.noise_options
             self.noise = apply_noise(
                 self.files.train,
@@ -88,6 +97,58 @@ class NoisyLabelDataModule(L.LightningDataModule):
                 label_file=options.get("label_file"),
             )
         return self
+
+    def _screen_images(self, files: DatasetFiles) -> DatasetFiles:
+        """The cheap image checks, before any noise or training: exists, not empty, a header PIL reads.
+
+        ``on_bad_image=error`` stops here naming the files; ``skip`` leaves them out of their split and
+        lists them in :attr:`skipped_files`. The checks depend only on the files, so every rank drops the
+        same samples, and the noise is applied to what remains. A file that is damaged after its header
+        (truncated) passes them and fails when decoded; ``inspect_data --verify-images`` finds those.
+        """
+        splits = [("train", files.train), *files.test.items()]
+        found = []
+        for name, split in splits:
+            if split.paths is None:
+                continue
+            for i, reason in find_bad_images(split.paths, decode=False, workers=1):
+                found.append((name, i, split, reason))
+        self.skipped_files = [
+            {"split": name, "sample_id": split.sample_ids[i], "path": split.paths[i], "reason": reason}
+            for name, i, split, reason in found
+        ]
+        if not found:
+            return files
+        if self.on_bad_image == "error":
+            shown = "\n".join(f"  {f['path']}: {f['reason']}" for f in self.skipped_files[:5])
+            more = f"\n  ... and {len(found) - 5} more" if len(found) > 5 else ""
+            raise DatasetError(
+                f"{files.name}: {len(found)} unreadable image(s), found before training:\n{shown}{more}\n"
+                "Replace or remove them, or set data.on_bad_image=skip to leave them out (they are then listed "
+                "in the run)."
+            )
+        if self.noise_options.get("label_file") and any(name == "train" for name, *_ in found):
+            raise DatasetError(
+                f"data.on_bad_image=skip would drop {sum(name == 'train' for name, *_ in found)} training image(s), "
+                f"but noise.label_file={self.noise_options['label_file']} gives one label per original sample "
+                "index; fix or replace the images instead (first: " + self.skipped_files[0]["path"] + ")."
+            )
+        for name, split in splits:
+            drop = {i for n, i, _, _ in found if n == name}
+            if not drop:
+                continue
+            kept = np.asarray([i for i in range(len(split)) if i not in drop], dtype=np.int64)
+            if len(kept) == 0:
+                raise DatasetError(f"{files.name}: every image of the {name} split is unreadable (first: {split.paths[0]}).")
+            if name == "train":
+                files.train = split.subset(kept)
+            else:
+                files.test[name] = split.subset(kept)
+        log.warning(
+            "%s: data.on_bad_image=skip left out %d unreadable image(s), e.g. %s (%s)",
+            files.name, len(found), self.skipped_files[0]["path"], self.skipped_files[0]["reason"],
+        )
+        return files
 
     def setup(self, stage: str | None = None) -> None:
         self.load()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from deft_lightning.data.base import DatasetError, DatasetFiles, Split, require_path
+from deft_lightning.data.class_names import with_class_names
 from deft_lightning.data.readers._common import find_dataset_dir, load_array_pickle
 
 CIFAR10_LAYOUT = """\
@@ -51,6 +52,7 @@ def _names(meta: dict, key: bytes, file: Path) -> list[str]:
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta[key]]
 
 
+@with_class_names
 def read_cifar10(root: str | Path) -> DatasetFiles:
     """CIFAR-10: 50,000 / 10,000 images of 10 classes, names from ``batches.meta``."""
     folder = find_dataset_dir(Path(root), "cifar-10-batches-py", "batches.meta", CIFAR10_LAYOUT)
@@ -75,6 +77,7 @@ def read_cifar10(root: str | Path) -> DatasetFiles:
     ).validate()
 
 
+@with_class_names
 def read_cifar100(root: str | Path) -> DatasetFiles:
     """CIFAR-100 with its 100 fine labels; names from ``meta``."""
     folder = find_dataset_dir(Path(root), "cifar-100-python", "meta", CIFAR100_LAYOUT)
@@ -118,6 +121,7 @@ def load_cifar100n_labels(path: str | Path) -> dict:
     return data
 
 
+@with_class_names
 def read_cifar100n(root: str | Path, human_file: str | Path | None = None) -> DatasetFiles:
     """CIFAR-100 whose training split carries the CIFAR-100N human noisy labels (≈40.2 % noise).
 

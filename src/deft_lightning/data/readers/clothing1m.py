@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from deft_lightning.data.base import DatasetError, DatasetFiles, Split, require_path
-from deft_lightning.data.readers._common import check_label_range, read_lines
+from deft_lightning.data.class_names import with_class_names
+from deft_lightning.data.readers._common import check_label_range, read_lines, require_files
 
 CLOTHING1M_LAYOUT = """\
 <root>/noisy_label_kv.txt        (images/<d>/<dd>/<name>.jpg <label 0-13>)
@@ -65,6 +66,7 @@ def balanced_subset(labels: np.ndarray, size: int, num_classes: int, seed: int) 
     return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
 
 
+@with_class_names
 def read_clothing1m(
     root: str | Path, subset_size: int | None = 32000, subset_seed: int = 0, with_val: bool = False
 ) -> DatasetFiles:
@@ -85,6 +87,9 @@ def read_clothing1m(
     train_keys = _read_tokens(train_file, "Clothing1M noisy training list")
     train_noisy = _labels_for(train_keys, noisy_kv, train_file, noisy_file)
     check_label_range(train_noisy, 0, num_classes, noisy_file, train_keys)
+    prefix = str(root) + "/"
+    # every listed image, not only the subset drawn below (a redraw may pick any of them)
+    require_files([prefix + k for k in train_keys], "Clothing1M images", train_file, CLOTHING1M_LAYOUT)
     if subset_size is not None:
         if int(subset_size) <= 0:
             raise DatasetError(f"subset_size={subset_size} must be a positive number of images, or null for all.")
@@ -95,7 +100,6 @@ def read_clothing1m(
     train_clean = _labels_for(train_keys, clean_kv, train_file, clean_file) if known and train_keys else None
 
     def paths(keys: list[str]) -> list[str]:
-        prefix = str(root) + "/"
         return [prefix + k for k in keys]
 
     def clean_split(list_name: str, what: str) -> Split:
@@ -103,13 +107,11 @@ def read_clothing1m(
         keys = _read_tokens(file, what)
         labels = _labels_for(keys, clean_kv, file, clean_file)
         check_label_range(labels, 0, num_classes, clean_file, keys)
+        require_files(paths(keys), "Clothing1M images", file, CLOTHING1M_LAYOUT)
         return Split(clean_labels=labels, paths=paths(keys), sample_ids=keys)
 
     test = {"test": clean_split("clean_test_key_list.txt", "Clothing1M clean test list")}
     if with_val:
         test["val"] = clean_split("clean_val_key_list.txt", "Clothing1M clean validation list")
     train = Split(clean_labels=train_clean, noisy_labels=train_noisy, paths=paths(train_keys), sample_ids=train_keys)
-    for split in (train, *test.values()):
-        if len(split):
-            require_path(Path(split.paths[0]), "Clothing1M image", CLOTHING1M_LAYOUT)
     return DatasetFiles(name="clothing1m", class_names=names, train=train, test=test, family="clothing1m").validate()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from deft_lightning.data.base import DatasetError, DatasetFiles, Split, require_path
+from deft_lightning.data.class_names import with_class_names
 from deft_lightning.data.readers._common import (
     check_label_range,
     find_dataset_dir,
@@ -20,6 +21,7 @@ from deft_lightning.data.readers._common import (
     read_class_folders,
     read_lines,
     relative_ids,
+    require_files,
 )
 
 TINY_LAYOUT = """\
@@ -40,6 +42,7 @@ CUB_LAYOUT = """\
     images/<NNN.Class_name>/*.jpg"""
 
 
+@with_class_names
 def read_tiny_imagenet(root: str | Path) -> DatasetFiles:
     """Tiny-ImageNet-200: classes are the sorted wnids, named by the first synonym in ``words.txt``."""
     folder = find_dataset_dir(Path(root), "tiny-imagenet-200", "wnids.txt", TINY_LAYOUT)
@@ -72,14 +75,14 @@ def read_tiny_imagenet(root: str | Path) -> DatasetFiles:
             raise DatasetError(f"{ann_file}, line {line_no}: wnid {fields[1]!r} is not listed in wnids.txt.")
         val_paths.append(str(folder / "val" / "images" / fields[0]))
         val_labels.append(index[fields[1]])
-    if val_paths:
-        require_path(Path(val_paths[0]), "Tiny-ImageNet validation image", TINY_LAYOUT)
+    require_files(val_paths, "Tiny-ImageNet validation images", ann_file, TINY_LAYOUT)
     test = Split(clean_labels=np.asarray(val_labels), paths=val_paths, sample_ids=relative_ids(val_paths, folder))
     return DatasetFiles(
         name="tiny_imagenet", class_names=class_names, train=train, test={"test": test}, family="fine_grained"
     ).validate()
 
 
+@with_class_names
 def read_stanford_cars(root: str | Path) -> DatasetFiles:
     """Stanford Cars as class-per-folder ``train/`` and ``test/`` trees; classes are the sorted folder names."""
     root = require_path(Path(root), "Dataset root", CARS_LAYOUT)
@@ -103,6 +106,7 @@ def _id_table(path: Path, what: str) -> dict[int, str]:
     return table
 
 
+@with_class_names
 def read_cub200(root: str | Path) -> DatasetFiles:
     """CUB-200-2011 from its id-keyed text files (1-based class ids become 0-based labels)."""
     folder = find_dataset_dir(Path(root), "CUB_200_2011", "images.txt", CUB_LAYOUT)
@@ -131,9 +135,7 @@ def read_cub200(root: str | Path) -> DatasetFiles:
     train_mask = np.asarray([is_train[i] == "1" for i in ids])
 
     abs_paths = [str(folder / "images" / r) for r in rel]
-    for path in abs_paths:
-        if not Path(path).is_file():
-            raise DatasetError(f"Image {path} listed in {folder / 'images.txt'} does not exist.\n{CUB_LAYOUT}")
+    require_files(abs_paths, "CUB images", folder / "images.txt", CUB_LAYOUT)
 
     def split(mask: np.ndarray) -> Split:
         pick = np.flatnonzero(mask)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from deft_lightning.data.base import DatasetError, DatasetFiles, Split, require_path
-from deft_lightning.data.readers._common import check_label_range, list_images, read_lines, relative_ids
+from deft_lightning.data.class_names import with_class_names
+from deft_lightning.data.readers._common import check_label_range, list_images, read_lines, relative_ids, require_files
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,13 @@ def _imagenet_val(imagenet_root: Path, wnids: list[str]) -> Split:
         for image_id, label in sorted(rows):
             paths.append(str(val_dir / f"{image_id}.JPEG"))
             labels.append(label)
-        if paths:
-            require_path(Path(paths[0]), "ImageNet validation image", IMAGENET_LAYOUT)
+        require_files(paths, "ImageNet validation images", solution, IMAGENET_LAYOUT)
     if not paths:
         raise DatasetError(f"No ImageNet validation images of the {len(wnids)} WebVision classes under {val_dir}.")
     return Split(clean_labels=np.asarray(labels), paths=paths, sample_ids=relative_ids(paths, imagenet_root))
 
 
+@with_class_names
 def read_webvision(root: str | Path, imagenet_root: str | Path | None = None, num_classes: int = 50) -> DatasetFiles:
     """Mini-WebVision: Google-subset training images with label < ``num_classes`` (their web labels are
     the real noisy labels), tested on WebVision val and, when ``imagenet_root`` is given, ImageNet val.
@@ -111,9 +112,8 @@ def read_webvision(root: str | Path, imagenet_root: str | Path | None = None, nu
     test = {
         "webvision_val": Split(clean_labels=val_labels[keep], paths=[prefix + k for k in val_ids], sample_ids=val_ids)
     }
-    for split in (train, test["webvision_val"]):
-        if len(split):
-            require_path(Path(split.paths[0]), "WebVision image", WEBVISION_LAYOUT)
+    require_files(train.paths, "WebVision training images", root / "info" / "train_filelist_google.txt", WEBVISION_LAYOUT)
+    require_files(test["webvision_val"].paths, "WebVision validation images", root / "info" / "val_filelist.txt", WEBVISION_LAYOUT)
     if imagenet_root is not None:
         test["imagenet_val"] = _imagenet_val(Path(imagenet_root), wnids)
     else:
