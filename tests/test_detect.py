@@ -202,3 +202,35 @@ def test_report_without_true_labels_or_label_issues(tmp_path):
         report = (out / "report.md").read_text()
         assert "| true |" not in report
         assert ("No label issues found." in report) == (name == "none")
+
+
+def test_detect_on_a_folder_with_noise_none_keeps_the_labels_and_claims_no_truth(tmp_path):
+    """noise=none: the folder labels are what is examined, not ground truth (issue 14, item 1)."""
+    from fixtures.datasets import make_imagefolder
+
+    root = make_imagefolder(tmp_path / "data", per_class=4)
+    cfg = compose(["experiment=demo", "dataset=imagefolder", f"dataset.root={root}", "dataset.batch_size=4",
+                   "noise=none", "detector=label_match", "detector.clip.model_name=deft-tiny-clip",
+                   "detector.clip.pretrained=null", f"paths.output_dir={tmp_path / 'run'}",
+                   f"paths.cache_dir={tmp_path / 'cache'}", "callbacks.progress_bar=false", "logger=none"],
+                  config_name="detect")
+    summary = detect(cfg)["detection"]
+    out = tmp_path / "run" / "detection"
+    rows = read_rows(out / "selection.csv")
+    assert len(rows) == 12 and "true_label" not in rows[0]
+    folder_names = ["cat", "dog", "fox"]
+    for r in rows:  # train/<class>/<file>: the given label is the folder's, unchanged
+        folder = r["sample_id"].split("/")[1]
+        assert r["given_class"] == folder and int(r["given_label"]) == folder_names.index(folder)
+    written = json.loads((out / "summary.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    for section in ("inference", "online_last_epoch"):
+        assert not {"precision", "recall", "f1", "actual_noise_rate"} & set(written.get(section) or {})
+    assert written["true_labels_known"] is False and written["noise"]["true_labels_known"] is False
+    assert written["noise"]["realised_rate"] is None and written["fingerprint"]["noise_mode"] == "none"
+    assert [c["class"] for c in written["per_class"]] == folder_names
+    report = (out / "report.md").read_text()
+    assert "true labels: unknown" in report and "against the true labels" not in report
+    assert "precision" not in report.replace("no precision or recall", "") and "| true |" not in report
+    assert "## Clean fraction per class" in report and all(f"| {name} |" in report for name in folder_names)
+    assert "## Most confident label issues" in report or "No label issues found." in report

@@ -323,15 +323,17 @@ def apply_noise(
 ) -> NoisyLabels:
     """Labels to train on for ``split`` under a noise model; deterministic in its inputs.
 
-    ``none`` keeps the split's labels (clean when known, else the dataset's own); ``real`` uses the
-    dataset's noisy labels or ``label_file``; ``sym``/``asym``/``idn`` corrupt the clean labels (ratio 0
-    leaves them unchanged) and are cached under ``cache_dir`` when it is given.
+    ``none`` keeps the split's labels (clean when known, else the dataset's own) and claims no true
+    labels: they are the given labels, not a check of them (a user's folder labels are what is being
+    examined). ``real`` uses the dataset's noisy labels or ``label_file``, with the clean labels as the
+    truth only where the files give a separate clean list; ``sym``/``asym``/``idn`` corrupt the clean
+    labels (ratio 0 leaves them unchanged), so their truth is known, and are cached under ``cache_dir``.
     """
     _validate(mode, ratio, seed, num_classes)
     ratio, seed = float(ratio), int(seed)
     true = split.clean_labels
-    if mode == "none":
-        return _result(split.best_labels.copy(), true, num_classes, mode, ratio, seed)
+    if mode == "none":  # the labels as given: nothing says which are right, so the truth is unknown
+        return _result(split.best_labels.copy(), None, num_classes, mode, ratio, seed)
     if mode == "real":
         return _result(_real(split, num_classes, label_file), true, num_classes, mode, ratio, seed)
     if true is None:

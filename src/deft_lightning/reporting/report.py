@@ -25,11 +25,12 @@ P_CLEAN_MEANING = {
     "small_loss_gmm": "GMM posterior of the low-loss component; is_clean = p_clean > 0.5",
 }
 FILE_NOTES = {
-    "selection.csv": "one row per training sample (index, sample_id, labels and class names, p_clean, is_clean, is_label_issue)",
+    "selection.csv": "one row per training sample (index, sample_id, labels and class names, p_clean, is_clean, "
+                     "is_label_issue; true_label when known; fingerprint: what the selection was made from)",
     "selection.parquet": "the same table as Parquet",
     "pred_probs.npy": "N × C class probabilities of the detector's classifier (cleanlab's pred_probs)",
     "suspects.png": "the most confident label issues (lowest p_clean) with their given and predicted class",
-    "summary.json": "counts, clean fraction per class, precision / recall / F1 when the true labels are known",
+    "summary.json": "counts, clean fraction per class, the fingerprint, precision / recall / F1 when the true labels are known",
     "detector_weights.pt": "the trained detector parameters and their config (detector.weights=PATH reuses them)",
     "online_mask.npy": "the decisions made during the last training epoch (the reference's mask; -1 = unseen)",
 }
@@ -101,6 +102,7 @@ def write_report(
     summary["counts"] = {"num_samples": len(selection), "num_clean": int(selection.is_clean.sum()),
                          "num_label_issues": int(selection.is_label_issue.sum())}
     summary.setdefault("p_clean", P_CLEAN_MEANING.get(str(summary.get("detector")), ""))
+    summary.setdefault("true_labels_known", selection.true_label is not None)
     summary["per_class"] = per_class_summary(selection, num_classes)
 
     if parquet:
@@ -135,7 +137,15 @@ def render_markdown(summary: dict, selection: CleanSelection, suspects: np.ndarr
               f"- samples: {counts['num_samples']}; label issues: {counts['num_label_issues']} "
               f"({100.0 * counts['num_label_issues'] / n:.2f} %); clean: {counts['num_clean']}"]
     inference = summary.get("inference", {})
-    if "precision" in inference:
+    if not summary.get("true_labels_known", "precision" in inference):
+        noise = summary.get("noise") or {}
+        why = f"noise={noise['mode']}" if noise.get("mode") else "no clean labels were given"
+        if noise.get("mode") == "real":
+            why += " without a clean label list"
+        lines.append(f"- true labels: unknown ({why}), so no precision or recall can be computed. What this "
+                     "report shows is the detector's own view: the ranking of suspected label issues and the "
+                     "clean fraction per class below; check the top of the ranking by eye.")
+    elif "precision" in inference:
         lines.append(f"- against the true labels (actual noise rate {100 * inference['actual_noise_rate']:.2f} %): "
                      f"precision {100 * inference['precision']:.2f}, recall {100 * inference['recall']:.2f}, "
                      f"F1 {100 * inference['f1']:.2f} (of the clean set)")
@@ -147,7 +157,8 @@ def render_markdown(summary: dict, selection: CleanSelection, suspects: np.ndarr
         lines.append(f"- detector classifier {name.split('/')[-1]}: {100 * value:.2f} %")
     noise = summary.get("noise") or {}
     if noise:
-        lines.append(f"- noise: {noise.get('mode')} (ratio {noise.get('ratio')}, seed {noise.get('seed')})")
+        synthetic = noise.get("mode") in ("sym", "asym", "idn")  # only these have a ratio and a seed
+        lines.append(f"- noise: {noise.get('mode')}" + (f" (ratio {noise.get('ratio')}, seed {noise.get('seed')})" if synthetic else ""))
 
     lines += ["", f"## Most confident label issues (lowest p_clean, {min(rows, len(suspects))} of {len(suspects)})", ""]
     if len(suspects):
@@ -167,13 +178,17 @@ def render_markdown(summary: dict, selection: CleanSelection, suspects: np.ndarr
         lines.append("No label issues found.")
 
     per_class = [c for c in summary.get("per_class", []) if c["num_samples"]]
-    worst = sorted(per_class, key=lambda c: (c["clean_fraction"], c["label"]))[:10]
-    lines += ["", "## Classes with the lowest clean fraction", "", "| class | samples | clean | clean fraction |",
+    shown = 50 if not summary.get("true_labels_known", True) else 10
+    worst = sorted(per_class, key=lambda c: (c["clean_fraction"], c["label"]))[:shown]
+    of = f", {len(worst)} of {len(per_class)}" if len(worst) < len(per_class) else ""
+    lines += ["", f"## Clean fraction per class (lowest first{of})", "", "| class | samples | clean | clean fraction |",
               "|---|---|---|---|"]
     lines += [f"| {c['class']} | {c['num_samples']} | {c['num_clean']} | {100 * c['clean_fraction']:.1f} % |" for c in worst]
 
     lines += ["", "## Files", "", "| file | content |", "|---|---|"]
     notes = dict(FILE_NOTES, **{"report.md": "this report"})
+    if not summary.get("true_labels_known", True):
+        notes["summary.json"] = "counts, clean fraction per class, the fingerprint (true labels unknown: no scores against them)"
     lines += [f"| `{name}` | {notes.get(name, '')} |" for name in sorted(set(summary.get("files", [])) | {"report.md"})]
     lines += ["", "## Using them", "", "```python",
               "import numpy as np, pandas as pd",

@@ -10,7 +10,9 @@ def format_summary(results: dict) -> str:
         inference = detection.get("inference", {})
         rows.append(("clean samples", f"{inference.get('num_clean', '?')} / {inference.get('num_samples', '?')}"
                      f" ({100.0 * inference.get('clean_fraction', 0.0):.1f}%)"))
-        if "precision" in inference:
+        if detection.get("true_labels_known") is False:
+            rows.append(("true labels", "unknown: no precision / recall (see the report's ranking)"))
+        elif "precision" in inference:
             rows.append(("detection precision / recall / F1",
                          f"{100 * inference['precision']:.2f} / {100 * inference['recall']:.2f} / {100 * inference['f1']:.2f}"))
         for name, value in detection.get("detector_test_accuracy", {}).items():
