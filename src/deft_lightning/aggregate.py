@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from deft_lightning.errors import ArtifactError, UserError
 from deft_lightning.io import write_csv, write_text
 from deft_lightning.reporting.plots import noise_curves
 from deft_lightning.reporting.tables import accuracy_tables, collect_runs, detection_tables, noise_series, runs_table
@@ -28,20 +29,27 @@ def aggregate(sweep_dir: str | Path, out_dir: str | Path | None = None, with_onl
     """Write the tables and the plot; return the written files by kind."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir} is not a directory (expected a multirun or run directory)")
+        raise ArtifactError(f"{sweep_dir} is not a directory (expected a multirun or run directory)")
     out = Path(out_dir) if out_dir else sweep_dir / "results"
-    runs, unfinished = collect_runs(sweep_dir)
+    damaged: list[tuple[Path, str]] = []
+    runs, unfinished = collect_runs(sweep_dir, damaged)
     runs = [run for run in runs if out not in run.run_dir.parents]
+    for run_dir, reason in damaged:
+        print(f"warning: skipping damaged run {run_dir}: {reason}", file=sys.stderr)
+    if damaged:
+        print(f"warning: {len(damaged)} damaged run(s) skipped", file=sys.stderr)
     if not runs:
-        raise FileNotFoundError(
+        raise ArtifactError(
             f"no finished run under {sweep_dir}: a run directory holds config.yaml and "
             "detection/summary.json or adaptation/metrics.json"
+            + (f" ({len(damaged)} damaged run(s) skipped)" if damaged else "")
         )
     detection = detection_tables(runs, with_online=with_online, paper=paper)
     accuracy = accuracy_tables(runs, paper=paper)
 
     sections = [f"# Results: {sweep_dir}", "",
-                f"{len(runs)} finished run(s)" + (f"; {len(unfinished)} without results yet" if unfinished else "") + ".",
+                f"{len(runs)} finished run(s)" + (f"; {len(unfinished)} without results yet" if unfinished else "")
+                + (f"; {len(damaged)} damaged run(s) skipped" if damaged else "") + ".",
                 "Values in %; mean ± std over runs that differ only by seed. "
                 "\"best\" = max over epochs of test accuracy (selected on the test set, as in the paper).", ""]
     if detection:
@@ -52,6 +60,8 @@ def aggregate(sweep_dir: str | Path, out_dir: str | Path | None = None, with_onl
         sections += [table.markdown() for table in accuracy]
     if unfinished:
         sections += ["## Runs without results", ""] + [f"- {path}" for path in unfinished] + [""]
+    if damaged:
+        sections += ["## Damaged runs (skipped)", ""] + [f"- {path}: {reason}" for path, reason in damaged] + [""]
     files = {"markdown": out / "results.md", "runs": out / "runs.csv", "plot": out / "noise_curves.png"}
     write_text(files["markdown"], "\n".join(sections))
     write_csv(files["runs"], *runs_table(runs))
@@ -83,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         files = aggregate(args.sweep_dir, args.out, with_online=args.online, paper=args.paper)
-    except FileNotFoundError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(files["markdown"].read_text())

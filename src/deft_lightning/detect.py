@@ -11,20 +11,22 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from deft_lightning.cli import is_rank_zero, run_entry
-from deft_lightning.io import write_text
 from deft_lightning.pipeline.common import build_datamodule, finish_wandb
 from deft_lightning.pipeline.detection import DETECTION_DIR, run_detection
 from deft_lightning.reporting.summary import format_summary
+from deft_lightning.run_dir import open_run
 
 
 def detect(cfg: DictConfig) -> dict:
     """Run phase 1 and write its report; return the detection summary. Files go to ``cfg.paths.output_dir``."""
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    with open_run(cfg) as run_dir:  # locked; resume checked against the stored config; removed if nothing ran
+        return _detect(cfg, run_dir)
+
+
+def _detect(cfg: DictConfig, run_dir: Path) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     results: dict = {"run_dir": str(run_dir)}
     try:

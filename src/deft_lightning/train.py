@@ -10,29 +10,31 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from deft_lightning.cli import is_rank_zero, run_entry
-from deft_lightning.io import write_text
+from deft_lightning.errors import ConfigError
 from deft_lightning.pipeline.adaptation import run_adaptation
 from deft_lightning.pipeline.common import build_datamodule, finish_wandb
 from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
 from deft_lightning.reporting.summary import format_summary
+from deft_lightning.run_dir import open_run
 
 PHASES = ("detect", "adapt")
 
 
 def train(cfg: DictConfig) -> dict:
     """Run the configured phases; return their metrics. Files go to ``cfg.paths.output_dir``."""
+    with open_run(cfg) as run_dir:  # locked; resume checked against the stored config; removed if nothing ran
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
     phases = list(cfg.phases)
     unknown = [p for p in phases if p not in PHASES]
     if unknown or not phases:
-        raise ValueError(f"phases must be a non-empty list drawn from {list(PHASES)}, got {phases}")
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        raise ConfigError(f"phases must be a non-empty list drawn from {list(PHASES)}, got {phases}")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
     results: dict = {"run_dir": str(run_dir)}
     try:
         dm = build_datamodule(cfg)

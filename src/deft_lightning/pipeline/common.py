@@ -19,9 +19,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from deft_lightning import interrupts
 from deft_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from deft_lightning.callbacks import RNGStateCheckpoint
 from deft_lightning.data.datamodule import NoisyLabelDataModule
+from deft_lightning.errors import ArtifactError, ConfigError
 
 
 def build_datamodule(cfg: DictConfig, batch_size: int | None = None) -> NoisyLabelDataModule:
@@ -55,10 +57,33 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path, phase: str) -> str | None:
         return None
     last = checkpoint_dir(run_dir, phase) / LAST_CHECKPOINT
     if last.is_file():
+        check_checkpoint_file(last, phase)
         return str(last)
     if rank_zero_only.rank == 0:
         print(f"resume: no {last}; phase '{phase}' starts from its beginning.")
     return None
+
+
+def check_checkpoint_file(path: Path, phase: str) -> None:
+    """Refuse a damaged (truncated, empty, foreign) checkpoint with a message that names it.
+
+    ``torch.save`` writes a zip archive whose directory sits at the end of the file: a truncated file has
+    none. Reading the directory is cheap (no tensor is loaded); damage inside a member is left to torch.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+        return
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        reason = f"{type(error).__name__}: {error}"
+    size = path.stat().st_size if path.exists() else 0
+    raise ArtifactError(
+        f"resume: the checkpoint {path} is damaged ({size} bytes; {reason}), e.g. truncated by a full disk or a "
+        f"copy that did not finish. Delete it to restart phase '{phase}' from its beginning (finished phases are "
+        "kept), or start a new run without resume."
+    )
 
 
 # ----- checkpoints ----------------------------------------------------------------------------------
@@ -185,6 +210,7 @@ def log_detection_images(trainer: L.Trainer, selection, out_dir: Path, summary: 
 
 # ----- trainers -----------------------------------------------------------------------------------
 def build_trainer(cfg: DictConfig, phase: str, run_dir: Path, max_epochs: int, callbacks: list[Callback]) -> L.Trainer:
+    interrupts.check()  # SIGTERM/SIGINT since the last phase: stop here (the finished phases are kept)
     check_launch(cfg)
     callbacks = list(callbacks) + build_extra_callbacks(cfg)
     checkpointing = bool(cfg.callbacks.get("checkpoint", True))
@@ -210,22 +236,48 @@ def build_extra_callbacks(cfg: DictConfig) -> list[Callback]:
 
 
 def check_launch(cfg: DictConfig) -> None:
-    """Refuse ``strategy=ddp`` inside a Hydra multirun launched on this machine.
+    """Refuse a re-executing DDP launch (``ddp``, or ``auto`` on several devices) inside a local Hydra multirun.
 
-    Lightning's ``ddp`` re-executes the command line once per extra GPU; under ``-m`` each copy would
-    run the whole sweep again. Spawned processes, or processes started by SLURM or torchrun, are fine.
+    Lightning's ``ddp`` re-executes the command line once per extra device; under ``-m`` each copy would
+    run the whole sweep again. The ``auto`` strategy (``trainer=auto``, the default) becomes ``ddp`` as
+    soon as it sees more than one device. Spawned processes, or processes started by SLURM or torchrun,
+    are fine.
     """
-    if str(cfg.trainer.get("strategy", "")) != "ddp" or not _in_multirun():
+    strategy = str(cfg.trainer.get("strategy", "auto") or "auto")
+    re_executes = strategy == "ddp" or strategy.startswith("ddp_find_unused_parameters")
+    if strategy == "auto":
+        re_executes = _device_count(cfg.trainer) > 1
+    if not re_executes or not _in_multirun():
         return
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     if SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
         return
-    raise ValueError(
-        "trainer=ddp cannot run inside a local Hydra multirun (-m): each extra GPU process would rerun the sweep. "
-        "Use trainer=ddp_spawn for sweeps on one machine, or hydra/launcher=slurm (one job per allocation); "
-        "see the README section 'Scale, sweeps, W&B, resume'."
+    what = "trainer=ddp" if strategy != "auto" else f"trainer.strategy=auto on {_device_count(cfg.trainer)} devices (DDP)"
+    raise ConfigError(
+        f"{what} cannot run inside a local Hydra multirun (-m): each extra GPU process would rerun the sweep. "
+        "Use trainer=ddp_spawn for sweeps on one machine, trainer.devices=1 for one GPU per job, or "
+        "hydra/launcher=slurm (one job per allocation); see the README section 'Scale, sweeps, W&B, resume'."
     )
+
+
+def _device_count(trainer_cfg: DictConfig) -> int:
+    """How many devices Lightning would use for this trainer config (as its accelerator connector counts)."""
+    devices = trainer_cfg.get("devices", "auto")
+    accelerator = str(trainer_cfg.get("accelerator", "auto") or "auto")
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices >= 0:
+        return devices
+    if not isinstance(devices, (int, str)):  # a list of device ids
+        return len(list(devices))
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    if accelerator in ("cpu",):
+        return 1
+    import torch
+
+    return max(1, torch.cuda.device_count()) if accelerator in ("auto", "gpu", "cuda") else 1
 
 
 def _hydra_job() -> tuple[str | None, str | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,32 +100,63 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
+class DamagedRun(Exception):
+    """A run directory whose config or result files cannot be read (truncated, invalid, incomplete)."""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedRun(f"{path.name} is not readable JSON ({type(error).__name__}: {error})") from None
+    if not isinstance(data, dict):
+        raise DamagedRun(f"{path.name} holds a {type(data).__name__}, not an object")
+    return data
+
+
 def read_run(run_dir: str | Path) -> RunResult | None:
-    """The run's results, or None when it has neither a finished phase 1 nor a finished phase 2."""
+    """The run's results, or None when it has neither a finished phase 1 nor a finished phase 2.
+
+    Raises :class:`DamagedRun` when a file cannot be read, or when the config does not say which
+    setting (dataset, noise mode) the run belongs to: such a run is never filed under a guess.
+    """
     run_dir = Path(run_dir)
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     summary_path = run_dir / "detection" / "summary.json"
     metrics_path = run_dir / "adaptation" / "metrics.json"
     if not summary_path.is_file() and not metrics_path.is_file():
         return None
-    noise = cfg.get("noise") or {}
-    mode = str(noise.get("mode", "none"))
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise DamagedRun(f"config.yaml is not readable YAML ({type(error).__name__})") from None
+    if not isinstance(cfg, dict):
+        raise DamagedRun("config.yaml is empty or not a mapping")
+    noise = cfg.get("noise") if isinstance(cfg.get("noise"), dict) else {}
+    dataset = (cfg.get("dataset") or {}).get("name") if isinstance(cfg.get("dataset"), dict) else None
+    mode = noise.get("mode")
+    if not dataset or not mode:
+        raise DamagedRun("config.yaml does not name its dataset.name and noise.mode")
+    mode = str(mode)
     ratio = noise.get("ratio")
+    if mode not in ("real", "none") and not isinstance(ratio, (int, float)):
+        raise DamagedRun(f"config.yaml has noise.mode={mode} without a numeric noise.ratio")
     result = RunResult(
         run_dir=run_dir,
-        dataset=str((cfg.get("dataset") or {}).get("name", "?")),
+        dataset=str(dataset),
         noise_mode=mode,
         noise_ratio=None if ratio is None or mode in ("real", "none") else float(ratio),
         seed=cfg.get("seed"),
     )
     if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+        summary = _read_json(summary_path)
         detector_cfg = cfg.get("detector") or {}
         result.detector = str(summary.get("detector") or detector_cfg.get("name") or detector_cfg.get("kind") or "deft")
         result.detection = summary.get("inference")
         result.online = summary.get("online_last_epoch")
+        if result.detection is not None and not isinstance(result.detection, dict):
+            raise DamagedRun("detection/summary.json has no 'inference' metrics object")
     if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
+        metrics = _read_json(metrics_path)
         result.method = str(metrics.get("method") or (cfg.get("method") or {}).get("name", "?"))
         result.backbone = str(metrics.get("backbone") or (cfg.get("backbone") or {}).get("name", "?"))
         result.accuracy = {name: value for name, value in metrics.items()
@@ -132,11 +164,21 @@ def read_run(run_dir: str | Path) -> RunResult | None:
     return result
 
 
-def collect_runs(root: str | Path) -> tuple[list[RunResult], list[Path]]:
-    """(finished runs, run directories without results yet) under ``root``."""
+def collect_runs(root: str | Path, damaged: list[tuple[Path, str]] | None = None) -> tuple[list[RunResult], list[Path]]:
+    """(finished runs, run directories without results yet) under ``root``.
+
+    Damaged runs are left out: appended as (run dir, reason) to ``damaged`` when given, else warned about.
+    """
     runs, unfinished = [], []
     for run_dir in find_run_dirs(root):
-        result = read_run(run_dir)
+        try:
+            result = read_run(run_dir)
+        except DamagedRun as error:
+            if damaged is not None:
+                damaged.append((run_dir, str(error)))
+            else:
+                warnings.warn(f"skipping damaged run {run_dir}: {error}")
+            continue
         (runs.append(result) if result is not None else unfinished.append(run_dir))
     return runs, unfinished
 
