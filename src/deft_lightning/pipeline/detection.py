@@ -121,7 +121,8 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     if train_now:
         online = OnlineSelectionRecorder(out_dir, dm.num_train, dm.given_labels, dm.true_labels)
         trainer = build_trainer(cfg, "detection", run_dir, int(cfg.detector.epochs), [online, writer])
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "detection"))
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "detection"),
+                    weights_only=True)  # a checkpoint is loaded as tensors and plain values only
         if not any(key.startswith("val/") for key in trainer.callback_metrics):
             trainer.validate(module, datamodule=dm, verbose=False)  # resumed after the last epoch: nothing ran
     else:  # zero-shot or a reloaded artefact: only evaluate and run the inference pass
