@@ -200,3 +200,24 @@ def test_oracle_rate_needs_known_noise():
         resolve_forget_rate("oracle", noise("real", 0.0, None))
     with pytest.raises(ValueError):
         resolve_forget_rate(1.5, None)
+
+
+def test_a_small_loss_artefact_reloads_and_its_head_needs_the_same_classes(tmp_path):
+    """Reloaded from plain values through the project's own small_loss node (issue 14: artefacts are data)."""
+    from deft_lightning.errors import ArtifactError
+    from deft_lightning.selection.clean_selection import CleanSelection
+
+    out, _ = run_detect(tmp_path, "trained", ["detector=small_loss_gmm", "detector.epochs=1"])
+    weights = out / "detector_weights.pt"
+    saved = torch.load(weights, weights_only=True)
+    assert saved["kind"] == "small_loss" and saved["detector_name"] == "small_loss_gmm"
+    assert saved["detector"]["selection"] == "gmm" and saved["detector"]["forget_rate"] is None
+    again, summary = run_detect(tmp_path, "reloaded", [f"detector.weights={weights}"])  # this run's detector: deft
+    assert summary["detector_kind"] == "small_loss" and summary["detector"] == "small_loss_gmm"
+    first, second = (CleanSelection.read_csv(d / "selection.csv") for d in (out, again))
+    assert np.abs(first.p_clean - second.p_clean).max() <= 1e-6 and np.array_equal(first.is_clean, second.is_clean)
+
+    renamed = tmp_path / "renamed.pt"
+    torch.save(dict(saved, class_names=CLASSES[1:] + CLASSES[:1]), renamed)
+    with pytest.raises(ArtifactError, match="small-loss head"):
+        run_detect(tmp_path, "renamed", [f"detector.weights={renamed}"])
