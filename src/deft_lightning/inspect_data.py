@@ -33,7 +33,10 @@ the unreadable ones (truncated, empty, not an image) as JSON to inspect.unreadab
 
 
 def verify_images(files, workers: int | None = None, progress: bool = True) -> dict:
-    """Decode every image of every split; return ``{checked, unreadable: [{split, index, sample_id, path, reason}]}``."""
+    """Decode every image of every split.
+
+    Returns ``{checked, unreadable: [{split, index, sample_id, path, reason}, ...]}``.
+    """
     checked, unreadable = 0, []
     for split_name, split in [("train", files.train), *files.test.items()]:
         if split.paths is None:  # in-memory arrays (CIFAR): nothing to decode
@@ -41,7 +44,13 @@ def verify_images(files, workers: int | None = None, progress: bool = True) -> d
         checked += len(split)
         for i, reason in find_bad_images(split.paths, decode=True, workers=workers, progress=progress, desc=split_name):
             unreadable.append(
-                {"split": split_name, "index": i, "sample_id": split.sample_ids[i], "path": split.paths[i], "reason": reason}
+                {
+                    "split": split_name,
+                    "index": i,
+                    "sample_id": split.sample_ids[i],
+                    "path": split.paths[i],
+                    "reason": reason,
+                }
             )
     return {"checked": checked, "unreadable": unreadable}
 

@@ -25,8 +25,9 @@ class DatasetError(UserError, RuntimeError):
     """
 
     def __init__(self, *args) -> None:
-        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith("Caught ") and "Original Traceback" in args[0]:
-            args = (_worker_message(args[0], type(self).__name__),)
+        text = args[0] if len(args) == 1 and isinstance(args[0], str) else ""
+        if text.startswith("Caught ") and "Original Traceback" in text:
+            args = (_worker_message(text, type(self).__name__),)
         super().__init__(*args)
 
 

@@ -139,7 +139,9 @@ class NoisyLabelDataModule(L.LightningDataModule):
                 continue
             kept = np.asarray([i for i in range(len(split)) if i not in drop], dtype=np.int64)
             if len(kept) == 0:
-                raise DatasetError(f"{files.name}: every image of the {name} split is unreadable (first: {split.paths[0]}).")
+                raise DatasetError(
+                    f"{files.name}: every image of the {name} split is unreadable (first: {split.paths[0]})."
+                )
             if name == "train":
                 files.train = split.subset(kept)
             else:

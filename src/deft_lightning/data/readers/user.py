@@ -148,7 +148,9 @@ def read_csv(
     names_given = _load_class_names(class_names, csv_file)
     if num_classes is not None:
         if int(num_classes) <= 0:
-            raise DatasetError(f"dataset.num_classes={num_classes} must be a positive number of classes (for {csv_file}).")
+            raise DatasetError(
+                f"dataset.num_classes={num_classes} must be a positive number of classes (for {csv_file})."
+            )
         num_classes = int(num_classes)
         if names_given is not None and len(names_given) != num_classes:
             raise DatasetError(
@@ -196,7 +198,9 @@ def read_csv(
                 "labels, or declare the classes with dataset.num_classes=N or dataset.reader.class_names."
             )
         if empty:
-            log.warning("%s: %d of %d declared classes have no sample (ids %s).", csv_file, len(empty), count, _id_ranges(empty))
+            log.warning(
+                "%s: %d of %d declared classes have no sample (ids %s).", csv_file, len(empty), count, _id_ranges(empty)
+            )
     else:
         if names_given is None:
             names = sorted(set(raw_labels))

@@ -112,8 +112,9 @@ def read_webvision(root: str | Path, imagenet_root: str | Path | None = None, nu
     test = {
         "webvision_val": Split(clean_labels=val_labels[keep], paths=[prefix + k for k in val_ids], sample_ids=val_ids)
     }
-    require_files(train.paths, "WebVision training images", root / "info" / "train_filelist_google.txt", WEBVISION_LAYOUT)
-    require_files(test["webvision_val"].paths, "WebVision validation images", root / "info" / "val_filelist.txt", WEBVISION_LAYOUT)
+    info = root / "info"
+    require_files(train.paths, "WebVision training images", info / "train_filelist_google.txt", WEBVISION_LAYOUT)
+    require_files(test["webvision_val"].paths, "WebVision validation images", info / "val_filelist.txt", WEBVISION_LAYOUT)
     if imagenet_root is not None:
         test["imagenet_val"] = _imagenet_val(Path(imagenet_root), wnids)
     else:
