@@ -177,3 +177,25 @@ def test_the_small_loss_head_needs_the_same_classes():
         check_class_names(artefact, ["b", "a"], "w.pt")
     with pytest.raises(ArtifactError, match="small-loss head"):
         check_class_names(artefact, ["a", "b", "c"], "w.pt")
+
+
+def test_label_files_load_as_data_only_and_name_the_file(tmp_path):
+    """noise.label_file: a pickled .npy is refused (never unpickled), a non-UTF-8 text file is named."""
+    from deft_lightning.data.base import DatasetError
+    from deft_lightning.data.noise import read_label_file
+
+    class Armed:
+        def __reduce__(self):
+            return (Path(tmp_path / "marker.txt").write_text, ("called",))
+
+    pickled = tmp_path / "labels.npy"
+    np.save(pickled, np.array([Armed(), 1], dtype=object), allow_pickle=True)
+    with pytest.raises(DatasetError, match=str(pickled)):
+        read_label_file(pickled, 2, 3)
+    assert not (tmp_path / "marker.txt").exists()
+    np.load(pickled, allow_pickle=True)  # the file is armed: unpickling it would have run the call
+    assert (tmp_path / "marker.txt").read_text() == "called"
+    latin1 = tmp_path / "labels.csv"
+    latin1.write_bytes("label\n1\n2 é\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=f"{latin1}.*noise.label_file"):
+        read_label_file(latin1, 2, 3)

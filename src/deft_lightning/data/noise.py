@@ -205,8 +205,14 @@ def read_label_file(path: str | Path, num_samples: int, num_classes: int) -> np.
         labels = raw.reshape(-1).astype(np.int64)
         where = lambda i: f"entry {i}"  # noqa: E731
     else:
-        with open(path, encoding="utf-8-sig") as fh:
-            lines = [(n, line.strip()) for n, line in enumerate(fh, 1) if line.strip()]
+        try:
+            with open(path, encoding="utf-8-sig") as fh:
+                lines = [(n, line.strip()) for n, line in enumerate(fh, 1) if line.strip()]
+        except UnicodeDecodeError as err:
+            raise DatasetError(
+                f"Label file {path} (noise.label_file) is not UTF-8 text ({err.reason} at byte {err.start}); "
+                "expected integer labels, one per line, or a .npy array."
+            ) from None
         if lines and not re.fullmatch(r"-?\d+\s*([,\s]\s*-?\d+)?", lines[0][1]):
             lines = lines[1:]  # header row such as "index,label"
         rows = []
