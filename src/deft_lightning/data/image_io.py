@@ -6,12 +6,15 @@ WebVision images are mostly larger than the 256 px the transforms resize to.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
 from PIL import Image
 
 from deft_lightning.data.base import DatasetError
+
+log = logging.getLogger(__name__)
 
 
 def load_rgb(path: str, decode_size: int | None = None) -> Image.Image:
@@ -87,7 +90,9 @@ def find_bad_images(
     """``(index, reason)`` of every unusable image in ``paths``, in index order.
 
     ``workers > 1`` checks in a process pool (decoding is CPU-bound); ``progress`` shows a tqdm bar.
-    The result depends only on the files, so every DDP rank computes the same list.
+    The result depends only on the files, so every DDP rank computes the same list. Should the pool
+    fail to start (e.g. a ``python -c`` caller that spawned workers cannot re-import), the rest is
+    checked in this process.
     """
     check = _problem_decoded if decode else _problem_header
     workers = default_workers() if workers is None else max(1, int(workers))
@@ -97,26 +102,32 @@ def find_bad_images(
 
         bar = tqdm(total=len(paths), desc=f"{'decoding' if decode else 'checking'} {desc}", unit="img")
     bad: list[tuple[int, str]] = []
-    pool = None
-    try:
-        if workers == 1 or len(paths) < 64:
-            results = map(check, paths)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+    done = 0
 
-            # spawn: the caller may hold threads (torch, tqdm) that fork would copy half-way
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
-            chunk = max(1, min(256, len(paths) // (workers * 16)))
-            results = pool.map(check, paths, chunksize=chunk)
-        for i, reason in enumerate(results):
+    def consume(results) -> None:
+        nonlocal done
+        for reason in results:
             if reason is not None:
-                bad.append((i, reason))
+                bad.append((done, reason))
+            done += 1
             if bar is not None:
                 bar.update(1)
+
+    try:
+        if workers > 1 and len(paths) >= 64:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
+
+            chunk = max(1, min(256, len(paths) // (workers * 16)))
+            # spawn: the caller may hold threads (torch, tqdm) that fork would copy half-way
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                try:
+                    consume(pool.map(check, paths, chunksize=chunk))
+                except BrokenProcessPool:
+                    log.warning("image check: the worker pool failed; checking the remaining images in this process")
+        consume(map(check, paths[done:]))
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     return bad
