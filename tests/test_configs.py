@@ -78,3 +78,20 @@ def test_detector_optimiser_and_schedule_match_the_paper():
     scheduler = instantiate(cfg.detector.scheduler)(optimizer)
     assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max == 10
     assert cfg.detector.prompt.n_ctx == 16 and cfg.peft.module.num_tokens == 20
+
+
+@pytest.mark.parametrize("root", ["train", "inspect_data"])
+def test_noise_is_listed_before_dataset_in_the_root_configs(root):
+    """Dataset configs choose their natural noise by `override /noise`; Hydra applies such an override
+    only to a group it visits later, i.e. one listed *earlier* in the root defaults list."""
+    import yaml
+
+    entries = yaml.safe_load((CONF / f"{root}.yaml").read_text())["defaults"]
+    defaults = [next(iter(d)) if isinstance(d, dict) else d for d in entries]
+    assert defaults.index("noise") < defaults.index("dataset")
+
+
+@pytest.mark.parametrize("dataset", ["imagefolder", "clothing1m", "cifar100"])
+def test_inspect_data_composes_with_the_datasets_natural_noise(dataset):
+    cfg = compose([f"dataset={dataset}"], "inspect_data")
+    assert cfg.noise.mode == {"imagefolder": "none", "clothing1m": "real", "cifar100": "none"}[dataset]

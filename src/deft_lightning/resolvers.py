@@ -63,8 +63,26 @@ def run_stamp() -> str:
     return _STAMP
 
 
+def auto_precision(accelerator: Any = "auto") -> str:
+    """Lightning precision for ``accelerator``: ``bf16-mixed`` (fp32 master weights) on CUDA, else ``32-true``.
+
+    Registered as ``deft_precision``, used by ``conf/trainer/auto.yaml``. ``auto``/``gpu``/``cuda`` mean
+    CUDA when a CUDA device is visible; ``cpu`` and anything else (mps, ...) get full precision. The
+    check is NVML-based, as Lightning's own: it does not initialise CUDA, so forked workers stay usable.
+    """
+    import os
+
+    import torch
+
+    if str(accelerator).strip().lower() not in ("auto", "gpu", "cuda"):
+        return "32-true"
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # what importing Lightning sets too
+    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+
+
 def register() -> None:
-    for name, function in (("deft_run_dir", resume_run_dir), ("deft_run_name", run_name), ("deft_run_stamp", run_stamp)):
+    for name, function in (("deft_run_dir", resume_run_dir), ("deft_run_name", run_name), ("deft_run_stamp", run_stamp),
+                           ("deft_precision", auto_precision)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
 
