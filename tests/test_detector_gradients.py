@@ -81,3 +81,19 @@ def test_peft_parameters_inside_the_tower_stay_trainable():
     in_tower = sum(p.numel() for n, p in detector.visual_encoder.named_parameters() if p.requires_grad)
     assert expected > 0 and in_tower == expected
     assert not any(p.requires_grad for p in detector.clip_model.transformer.parameters())
+
+
+def test_real_noise_schedule_keeps_the_stop_gradients():
+    """SCE warm-up of L_sim with pseudo-labels already in L_dp (epochs 2-5 of the real-noise schedule)."""
+    torch.manual_seed(1)
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    for part, moved, still in (("sim", {"prompt_learner.pos_ctx", "visual_encoder.prompts"}, "prompt_learner.neg_ctx"),
+                               ("dp", {"prompt_learner.neg_ctx"}, "prompt_learner.pos_ctx")):
+        detector = make_detector()
+        s_pos, s_neg = detector.scores(images)
+        loss = dual_prompt_loss(s_pos, s_neg, labels, sample_complementary_labels(labels, 3), warmup=True,
+                                dp_warmup=False, require_argmax=True, sce_warmup=True)
+        getattr(loss, part).backward()
+        norms = gradient_norms(detector)
+        assert all(norms[name] > 0 for name in moved), (part, norms)
+        assert norms[still] == 0 and (part == "sim" or norms["visual_encoder.prompts"] == 0), (part, norms)

@@ -96,3 +96,17 @@ def test_complementary_labels_differ_from_given_and_cover_the_others():
     assert (drawn != labels).all()
     counts = torch.bincount(drawn, minlength=4)
     assert counts[0] == 0 and (counts[1:] > 1200).all()
+
+
+def test_dp_switch_defaults_to_the_sim_switch_and_can_differ():
+    same = dual_prompt_loss(S_POS, S_NEG, LABELS, COMPLEMENTARY, warmup=False)
+    explicit = dual_prompt_loss(S_POS, S_NEG, LABELS, COMPLEMENTARY, warmup=False, dp_warmup=False)
+    assert float(same.dp) == float(explicit.dp)
+    # L_sim still in warm-up (all samples) while L_dp already uses the pseudo-label of sample 1
+    mixed = dual_prompt_loss(S_POS, S_NEG, LABELS, COMPLEMENTARY, warmup=True, dp_warmup=False)
+    sim = (cross_entropy([2.0, 0.5, -1.0], 0) + cross_entropy([0.0, 1.0, 3.0], 1)) / 2
+    p_no = [sigmoid(0.0 - (-1.0)), sigmoid(0.5 - 0.0)]  # p_no = σ(s⁻ − s⁺) at the complementary labels
+    p_target = [sigmoid(1.0), sigmoid(3.0 - 1.0)]
+    dp = -(math.log(p_no[0]) + math.log(p_no[1])) / 2 - (math.log(p_target[0]) + math.log(p_target[1])) / 2
+    assert math.isclose(float(mixed.sim), sim, rel_tol=1e-6)
+    assert math.isclose(float(mixed.dp), dp, rel_tol=1e-6)

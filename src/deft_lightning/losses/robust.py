@@ -87,6 +87,8 @@ class SCELoss(nn.Module):
 
     Reverse CE swaps prediction and label, -sum_k p_k log y_k; log 0 of the one-hot is clamped to
     log(1e-4) (SPEC §4), which makes it A * (1 - p_y) with A = -log(1e-4): a bounded, noise-tolerant term.
+    ``prob_clamp`` (off by default; 1e-7 in DEFT's real-noise warm-up, as the reference) first clamps the
+    predicted probabilities from below, so the reverse term is A * sum_{k != y} max(p_k, prob_clamp).
     """
 
     def __init__(
@@ -97,11 +99,13 @@ class SCELoss(nn.Module):
         num_samples: int | None = None,
         num_classes: int | None = None,
         reduction: str = "mean",
+        prob_clamp: float | None = None,
     ) -> None:
         super().__init__()
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.label_clamp = float(label_clamp)
+        self.prob_clamp = None if prob_clamp is None else float(prob_clamp)
         self.reduction = _check_reduction(reduction)
 
     def forward(
@@ -110,6 +114,8 @@ class SCELoss(nn.Module):
         logits = _full_precision(logits)
         ce = F.cross_entropy(logits, targets, reduction="none")
         probs = logits.softmax(dim=1)
+        if self.prob_clamp is not None:
+            probs = probs.clamp(min=self.prob_clamp, max=1.0)
         one_hot = F.one_hot(targets, logits.shape[1]).to(probs.dtype)
         log_label = one_hot.clamp(min=self.label_clamp).log()
         reverse_ce = -(probs * log_label).sum(dim=1)

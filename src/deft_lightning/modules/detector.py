@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deft_lightning.errors import ConfigError
 from deft_lightning.losses.dual_prompt import (
+    DualPromptLoss,
     class_yes_probability,
     dual_prompt_loss,
+    loss_schedule,
     sample_complementary_labels,
     select_clean,
 )
@@ -26,6 +29,10 @@ class DetectorModule(PerSampleDetector):
     ``training_step`` implements the stop-gradients of the reference: the image–text similarity to the
     positive prompts trains the visual PEFT and ``pos_ctx``; the dual-prompt loss sees detached image
     features and detached positive scores, so it trains ``neg_ctx`` only.
+
+    ``warmup_epochs`` is L_sim's warm-up (CE, or SCE in the real-noise variant, over all samples) and
+    ``dp_warmup_epochs`` L_dp's (given labels before, pseudo-labels for unselected samples after); None
+    uses ``warmup_epochs`` for both. See ``losses/dual_prompt.py`` for the schedule.
     """
 
     def __init__(
@@ -40,8 +47,14 @@ class DetectorModule(PerSampleDetector):
         real_noise_variant: bool = False,
         sim_weight: float = 1.0,
         dp_weight: float = 1.0,
+        dp_warmup_epochs: int | None = None,
     ) -> None:
         super().__init__(prompt_learner.num_classes)
+        if dp_warmup_epochs is None:
+            dp_warmup_epochs = warmup_epochs
+        for key, value in (("warmup_epochs", warmup_epochs), ("dp_warmup_epochs", dp_warmup_epochs)):
+            if isinstance(value, bool) or int(value) != value or int(value) < 0:
+                raise ConfigError(f"detector.{key} must be a whole number of epochs >= 0, got {value!r}")
         self.clip_model = clip_model
         # freeze CLIP, but keep what the PEFT module made trainable inside the tower (biases, LoRA)
         peft_trainable = {id(p) for p in visual_encoder.parameters() if p.requires_grad}
@@ -53,6 +66,7 @@ class DetectorModule(PerSampleDetector):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_epochs = int(warmup_epochs)
+        self.dp_warmup_epochs = int(dp_warmup_epochs)
         self.logit_scale = float(logit_scale)
         self.real_noise_variant = bool(real_noise_variant)
         self.sim_weight, self.dp_weight = float(sim_weight), float(dp_weight)
@@ -106,7 +120,30 @@ class DetectorModule(PerSampleDetector):
             print(f"DetectorModule: {total:,} parameters, {trainable:,} trainable ({100.0 * trainable / total:.3f}%)")
 
     def in_warmup(self) -> bool:
-        return self.current_epoch < self.warmup_epochs
+        """L_sim is in its warm-up this epoch (all samples; SCE for real noise)."""
+        return loss_schedule(self.current_epoch, self.warmup_epochs, self.dp_warmup_epochs)[0]
+
+    def in_dp_warmup(self) -> bool:
+        """L_dp still uses the given labels of every sample this epoch."""
+        return loss_schedule(self.current_epoch, self.warmup_epochs, self.dp_warmup_epochs)[1]
+
+    def batch_loss(
+        self, s_pos: torch.Tensor, s_neg: torch.Tensor, labels: torch.Tensor, complementary: torch.Tensor, epoch: int
+    ) -> DualPromptLoss:
+        """Both loss terms of one batch at ``epoch`` (0-based), as this module's config schedules them."""
+        sim_warmup, dp_warmup = loss_schedule(epoch, self.warmup_epochs, self.dp_warmup_epochs)
+        return dual_prompt_loss(
+            s_pos,
+            s_neg,
+            labels,
+            complementary,
+            warmup=sim_warmup,
+            dp_warmup=dp_warmup,
+            require_argmax=self.real_noise_variant,
+            sce_warmup=self.real_noise_variant,
+            sim_weight=self.sim_weight,
+            dp_weight=self.dp_weight,
+        )
 
     def on_train_epoch_start(self) -> None:
         self._cached_text = None
@@ -116,17 +153,7 @@ class DetectorModule(PerSampleDetector):
         images, labels, indices = batch
         s_pos, s_neg = self.scores(images)
         complementary = sample_complementary_labels(labels, self.num_classes)
-        loss = dual_prompt_loss(
-            s_pos,
-            s_neg,
-            labels,
-            complementary,
-            warmup=self.in_warmup(),
-            require_argmax=self.real_noise_variant,
-            sce_warmup=self.real_noise_variant,
-            sim_weight=self.sim_weight,
-            dp_weight=self.dp_weight,
-        )
+        loss = self.batch_loss(s_pos, s_neg, labels, complementary, self.current_epoch)
         self.online_records.append(torch.stack([indices, loss.selected.long()], dim=1).detach())
         batch_size = images.shape[0]
         self.log("train/loss", loss.total, prog_bar=True, batch_size=batch_size)
