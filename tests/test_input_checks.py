@@ -314,3 +314,17 @@ def test_find_bad_images_in_a_process_pool_matches_serial(tmp_path):
     serial = find_bad_images(paths, decode=True, workers=1)
     pooled = find_bad_images(paths, decode=True, workers=2)
     assert [i for i, _ in serial] == [5, 40, 66] and pooled == serial
+
+
+def test_undecodable_or_unreadable_list_files_name_the_file(tmp_path):
+    root = make_clothing1m(tmp_path / "c1m")
+    names = root / "category_names_eng.txt"
+    names.write_bytes(names.read_bytes().replace(b"Suit", b"Su\xefte"))  # Latin-1 bytes in a UTF-8 list
+    with pytest.raises(DatasetError, match=r"category_names_eng\.txt, line 10: not UTF-8 text"):
+        read_clothing1m(root)
+    wv = make_webvision(tmp_path / "wv")
+    listing = wv / "info" / "val_filelist.txt"
+    listing.unlink()
+    listing.mkdir()  # a folder where the list should be
+    with pytest.raises(DatasetError, match=r"Cannot read the WebVision validation list .*val_filelist\.txt"):
+        read_webvision(wv)

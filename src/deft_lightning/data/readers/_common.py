@@ -135,11 +135,26 @@ def require_files(paths: Sequence[str], what: str, listed_in: Path | str, layout
     )
 
 
+def read_text(path: Path, what: str, layout: str) -> str:
+    """The UTF-8 text of a list file that must exist; a failure names the file and what it should be."""
+    require_path(path, what, layout)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError as err:
+        raw = Path(path).read_bytes()
+        line_no = raw.count(b"\n", 0, err.start) + 1
+        raise DatasetError(
+            f"{path}, line {line_no}: not UTF-8 text (byte {raw[err.start:err.start + 1]!r}); expected the {what} "
+            "as published (plain text), not a re-encoded or binary copy."
+        ) from None
+    except OSError as err:  # a folder in its place, no permission, an I/O error
+        raise DatasetError(f"Cannot read the {what} {path}: {err.strerror or err}.") from None
+
+
 def read_lines(path: Path, what: str, layout: str) -> list[str]:
     """Non-empty, stripped lines of a text list file that must exist."""
-    require_path(path, what, layout)
-    with open(path, encoding="utf-8") as fh:
-        return [line.strip() for line in fh.read().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path, what, layout).splitlines() if line.strip()]
 
 
 def parse_label(token: str, file: Path, line_no: int) -> int:
@@ -207,5 +222,5 @@ def load_array_pickle(path: Path, what: str, layout: str) -> dict:
     try:
         with open(path, "rb") as fh:
             return _ArrayOnlyUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, OSError) as err:
         raise DatasetError(f"{path} is not a readable {what} pickle ({err}).") from None

@@ -12,7 +12,7 @@ import numpy as np
 
 from deft_lightning.data.base import DatasetError, DatasetFiles, Split, require_path
 from deft_lightning.data.class_names import with_class_names
-from deft_lightning.data.readers._common import check_label_range, read_lines, require_files
+from deft_lightning.data.readers._common import check_label_range, read_lines, read_text, require_files
 
 CLOTHING1M_LAYOUT = """\
 <root>/noisy_label_kv.txt        (images/<d>/<dd>/<name>.jpg <label 0-13>)
@@ -25,9 +25,7 @@ CLOTHING1M_LAYOUT = """\
 
 
 def _read_tokens(path: Path, what: str) -> list[str]:
-    require_path(path, what, CLOTHING1M_LAYOUT)
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().split()
+    return read_text(path, what, CLOTHING1M_LAYOUT).split()
 
 
 def read_label_kv(path: Path, what: str) -> dict[str, int]:

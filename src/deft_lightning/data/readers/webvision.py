@@ -10,6 +10,7 @@ layout. Class indices follow ``info/synsets.txt`` (ImageNet's sorted wnid order)
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
@@ -17,7 +18,14 @@ import numpy as np
 
 from deft_lightning.data.base import DatasetError, DatasetFiles, Split, require_path
 from deft_lightning.data.class_names import with_class_names
-from deft_lightning.data.readers._common import check_label_range, list_images, read_lines, relative_ids, require_files
+from deft_lightning.data.readers._common import (
+    check_label_range,
+    list_images,
+    read_lines,
+    read_text,
+    relative_ids,
+    require_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +43,7 @@ or <imagenet_root>/val/<wnid>/*.JPEG"""
 
 def _read_list(path: Path, what: str) -> tuple[list[str], np.ndarray]:
     """``<path> <label>`` lines via one whole-file split (the Google list has ~1M lines)."""
-    require_path(path, what, WEBVISION_LAYOUT)
-    with open(path, encoding="utf-8") as fh:
-        tokens = fh.read().split()
+    tokens = read_text(path, what, WEBVISION_LAYOUT).split()
     if len(tokens) % 2:
         raise DatasetError(f"{path}: expected '<image path> <label>' on every line; found an odd token count.")
     try:
@@ -70,15 +76,15 @@ def _imagenet_val(imagenet_root: Path, wnids: list[str]) -> Split:
     else:
         solution = require_path(imagenet_root / "LOC_val_solution.csv", "ImageNet validation labels", IMAGENET_LAYOUT)
         rows = []
-        with open(solution, newline="", encoding="utf-8") as fh:
-            for line_no, row in enumerate(csv.reader(fh), 1):
-                if line_no == 1 and row and row[0] == "ImageId":
-                    continue
-                if len(row) < 2 or not row[1].split():
-                    raise DatasetError(f"{solution}, line {line_no}: expected 'ImageId,<wnid> <box> ...', got {row}.")
-                wnid = row[1].split()[0]
-                if wnid in index:
-                    rows.append((row[0], index[wnid]))
+        text = read_text(solution, "ImageNet validation labels", IMAGENET_LAYOUT)
+        for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+            if line_no == 1 and row and row[0] == "ImageId":
+                continue
+            if len(row) < 2 or not row[1].split():
+                raise DatasetError(f"{solution}, line {line_no}: expected 'ImageId,<wnid> <box> ...', got {row}.")
+            wnid = row[1].split()[0]
+            if wnid in index:
+                rows.append((row[0], index[wnid]))
         for image_id, label in sorted(rows):
             paths.append(str(val_dir / f"{image_id}.JPEG"))
             labels.append(label)
