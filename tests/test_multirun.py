@@ -140,3 +140,40 @@ def test_recipes_only_name_existing_overlays_and_options():
     assert commands[0].endswith("-m deft_lightning.train -m experiment=paper/clothing1m resume=true "
                                 "hydra.sweep.dir=/tmp/p/table3/clothing1m/deft")
     assert "deft_lightning.aggregate /tmp/p/table3" in commands[-1]
+
+
+@pytest.mark.slow
+def test_a_failed_job_does_not_stop_the_sweep_which_lists_it_and_ends_non_zero(tmp_path):
+    sweep = tmp_path / "sweep"
+    quick = [*FAST_DEMO, "phases=[detect]", "detector=label_match", f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = subprocess.run([sys.executable, "-m", "deft_lightning.train", "-m", *quick, "detector.kind=bogus,label_match",
+                             f"hydra.sweep.dir={sweep}"], env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]  # every failure was a user error
+    assert "1 job(s) of the sweep" in result.stderr
+    assert re.search(r"#0 .*detector\.kind=bogus: ConfigError: detector\.kind must be one of", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    # the second job ran to the end; the failed one left no run directory behind
+    (finished,) = sweep.glob("1_detector.kind=label_match*")
+    assert (finished / "detection" / "summary.json").is_file()
+    assert not list(sweep.glob("0_*"))
+    tables = subprocess.run([sys.executable, "-m", "deft_lightning.aggregate", str(sweep)], env=clean_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert tables.returncode == 0 and "1 finished run(s)." in tables.stdout, tables.stderr
+
+    # fail-fast: the sweep stops at the first failed job
+    fast = tmp_path / "fast"
+    result = subprocess.run([sys.executable, "-m", "deft_lightning.train", "-m", *quick, "detector.kind=bogus,label_match",
+                             "hydra.callbacks.job_failures.fail_fast=true", f"hydra.sweep.dir={fast}"],
+                            env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "stopped at the first failed job" in result.stderr
+    assert not list(fast.glob("1_*"))
+
+
+def test_auto_strategy_on_several_devices_inside_a_multirun_is_refused(monkeypatch):
+    cfg = compose(["trainer=cpu", "trainer.strategy=auto", "trainer.devices=2", "paths.output_dir=/tmp/unused"])
+    monkeypatch.setattr(common, "_in_multirun", lambda: True)
+    with pytest.raises(ValueError, match="trainer.devices=1"):
+        common.check_launch(cfg)
+    common.check_launch(compose(["trainer=cpu", "trainer.strategy=auto", "trainer.devices=1",
+                                 "paths.output_dir=/tmp/unused"]))

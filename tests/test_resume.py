@@ -77,11 +77,26 @@ def read_selection(run: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(run directory, cache override) of one uninterrupted run with SETTINGS, shared by the resume tests."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cache = [f"paths.cache_dir={root / 'cache'}"]
+    run_cli(*SETTINGS, *cache, f"hydra.run.dir={root / 'reference'}")
+    return root / "reference", cache
+
+
+def assert_same_results(run: Path, reference: Path) -> None:
+    assert read_selection(run) == read_selection(reference)
+    np.testing.assert_array_equal(np.load(run / "detection" / "pred_probs.npy"),
+                                  np.load(reference / "detection" / "pred_probs.npy"))
+    for name in ("detection/summary.json", "adaptation/metrics.json"):
+        assert json.loads((run / name).read_text()) == json.loads((reference / name).read_text()), name
+
+
 @pytest.mark.slow
-def test_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
-    cache = [f"paths.cache_dir={tmp_path / 'cache'}"]
-    reference = tmp_path / "reference"
-    run_cli(*SETTINGS, *cache, f"hydra.run.dir={reference}")
+def test_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    reference, cache = uninterrupted
 
     run = tmp_path / "resumed"
     watcher = SelectionWatcher(run / "detection" / "selection.csv", NUM_TRAIN)
@@ -123,6 +138,29 @@ def test_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
         assert json.loads((run / name).read_text()) == json.loads((reference / name).read_text()), name
     rows = read_selection(run)
     assert len(rows) == NUM_TRAIN and all(int(r["is_clean"]) == (float(r["p_clean"]) > 0.5) for r in rows)
+
+
+@pytest.mark.slow
+def test_sigterm_exits_143_keeping_a_resumable_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    """A SLURM preemption or ``kill``: status 143, last.ckpt of the last finished epoch, resume finishes the same."""
+    reference, cache = uninterrupted
+    run = tmp_path / "preempted"
+    log = tmp_path / "attempt1.log"
+    first = start_cli(*SETTINGS, *THROTTLE, *cache, f"hydra.run.dir={run}", log_path=log)
+    last = run / "checkpoints" / "detection" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists():  # mid phase 1: after its first epoch, well before its last
+        assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.01)
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    assert "interrupted by SIGTERM" in log.read_text()
+    assert torch.load(last, weights_only=True)["epoch"] < 3
+    assert not (run / "detection" / "summary.json").exists() and not [p for p in run.rglob("*.tmp")]
+
+    run_cli(*SETTINGS, *cache, f"resume={run}")
+    assert artefacts(run) == artefacts(reference)
+    assert_same_results(run, reference)
 
 
 def test_checkpoint_is_written_every_epoch_under_a_fixed_name(tmp_path):
