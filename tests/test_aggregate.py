@@ -98,3 +98,43 @@ def test_command_line_reports_an_empty_folder(tmp_path):
     result = subprocess.run([sys.executable, "-m", "deft_lightning.aggregate", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "no finished run" in result.stderr
+
+
+def test_damaged_runs_are_skipped_with_a_warning_and_a_count_never_filed_under_a_guess(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "0_good", ratio=0.2, accuracy=(0.89, 0.88))
+    truncated = fake_run(sweep, "1_truncated", ratio=0.4)
+    summary = truncated / "detection" / "summary.json"
+    summary.write_text(summary.read_text()[:20])  # cut mid-write
+    bad_metrics = fake_run(sweep, "2_bad_metrics", ratio=0.4, detection=None)
+    (bad_metrics / "adaptation" / "metrics.json").write_text("[1, 2]")
+    no_setting = fake_run(sweep, "3_no_setting", ratio=0.6)
+    (no_setting / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "dataset": {"name": "cifar100"}}))
+    broken_yaml = fake_run(sweep, "4_broken_yaml", ratio=0.6)
+    (broken_yaml / "config.yaml").write_text("noise: {mode: sym, ratio: [0.6\n")
+
+    damaged = []
+    runs, _ = collect_runs(sweep, damaged)
+    assert [r.run_dir.name for r in runs] == ["0_good"]
+    assert sorted(p.name for p, _ in damaged) == ["1_truncated", "2_bad_metrics", "3_no_setting", "4_broken_yaml"]
+    reasons = dict((p.name, reason) for p, reason in damaged)
+    assert "summary.json is not readable JSON" in reasons["1_truncated"]
+    assert "noise.mode" in reasons["3_no_setting"]
+
+    files = aggregate(sweep)
+    err = capsys.readouterr().err
+    assert "4 damaged run(s) skipped" in err and "1_truncated" in err
+    markdown = files["markdown"].read_text()
+    assert "1 finished run(s); 4 damaged run(s) skipped." in markdown
+    assert "sym 0.4" not in markdown and "sym 0.6" not in markdown  # nothing filed under an unreadable setting
+    with pytest.warns(UserWarning, match="skipping damaged run"):
+        collect_runs(sweep)
+
+
+def test_command_line_with_only_damaged_runs_says_so(tmp_path):
+    run = fake_run(tmp_path, "0_bad", ratio=0.2, accuracy=None)
+    (run / "detection" / "summary.json").write_text("")
+    result = subprocess.run([sys.executable, "-m", "deft_lightning.aggregate", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "1 damaged run(s) skipped" in result.stderr
+    assert "Traceback" not in result.stderr
