@@ -199,3 +199,47 @@ def test_offline_without_file_says_how_to_pass_one(monkeypatch) -> None:
 def test_unknown_model_name_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="Unknown timm model"):
         build_timm_classifier(NUM_CLASSES, "resnet_fifty.a1_in1k", pretrained=False)
+
+
+def _damaged(tmp_path: Path, state: dict, kind: str) -> Path:
+    if kind == "garbage.pth":
+        path = tmp_path / kind
+        path.write_bytes(b"<html>404 not found</html>\n" * 20)
+    elif kind == "empty.safetensors":
+        path = tmp_path / kind
+        path.write_bytes(b"")
+    elif kind == "truncated.pth":
+        full = tmp_path / "full.pth"
+        torch.save(state, full)
+        path = tmp_path / kind
+        path.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    elif kind == "truncated.safetensors":
+        full = tmp_path / "full.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(full))
+        path = tmp_path / kind
+        path.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    else:  # garbage.npz: an augreg-style JAX file that is not a zip archive
+        path = tmp_path / kind
+        path.write_bytes(b"PK\x03\x04 but nothing after" * 10)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["garbage.pth", "empty.safetensors", "truncated.pth", "truncated.safetensors", "garbage.npz"])
+def test_a_damaged_timm_weights_file_is_a_weights_error_naming_it(kind: str, models, tmp_path: Path) -> None:
+    """Issue 14 item 7: one paragraph naming the file, the config key and what it should be."""
+    from deft_lightning.errors import UserError
+
+    name = "vit_base_patch16_224.augreg_in1k" if kind.endswith(".npz") else "resnet50.a1_in1k"
+    path = _damaged(tmp_path, {k: v.detach() for k, v in models["resnet50"].state_dict().items()}, kind)
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_timm_classifier(NUM_CLASSES, name, weights=str(path), image_size=IMAGE_SIZE)
+    message = str(info.value)
+    assert str(path) in message and "backbone.model.weights" in message and "state dict" in message, message
+    assert isinstance(info.value, UserError) and info.value.__cause__ is None
+
+
+def test_unknown_model_name_is_a_config_error_naming_the_key() -> None:
+    from deft_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="backbone.model.model_name"):
+        build_timm_classifier(NUM_CLASSES, "resnet_fifty.a1_in1k", pretrained=False)

@@ -19,7 +19,8 @@ import torch.nn as nn
 
 # One error class for "weights problem the user fixes by passing a file", shared with the CLIP
 # loader so train.py reports both backbones' weight errors as user errors, not tracebacks.
-from deft_lightning.models.clip import WeightsUnavailableError
+from deft_lightning.errors import ConfigError
+from deft_lightning.models.clip import WeightsUnavailableError, check_weights_file
 from deft_lightning.models.inputs import InputConfig
 
 __all__ = ["WeightsUnavailableError", "WeightsLoadError", "build_timm_classifier"]
@@ -60,8 +61,8 @@ def build_timm_classifier(
     if cache_dir is not None:
         kwargs = {**kwargs, "cache_dir": str(cache_dir)}
     if not timm.is_model(model_name):
-        raise ValueError(
-            f"Unknown timm model {model_name!r}. Use an 'architecture.tag' name listed by "
+        raise ConfigError(
+            f"Unknown timm model {model_name!r} (backbone.model.model_name). Use an 'architecture.tag' name listed by "
             f"timm.list_pretrained(), e.g. 'resnet50.a1_in1k'."
         )
     if weights is not None:
@@ -124,12 +125,12 @@ def _create_from_file(
     architecture would silently leave the backbone random; we read timm's missing-keys report and
     refuse anything but a missing head.
     """
-    path = path.expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Weights file for {model_name!r} not found: {str(path)!r} (backbone.model.weights). "
-            f"Expected a .pth/.safetensors state dict (or an original .npz for augreg ViTs)."
-        )
+    # a missing, empty, truncated or garbage file is named here, before timm sees it (no code runs:
+    # weights_only / safetensors / a zip index for .npz)
+    path = check_weights_file(
+        path, "backbone.model.weights",
+        f"a .pth/.safetensors state dict of {model_name!r} (or an original .npz for augreg ViTs)",
+    )
     # custom_load=False: a .pth/.safetensors copy of e.g. augreg ViT weights is a plain state dict,
     # although the registry's URL source for that tag is a JAX .npz needing the custom loader.
     overlay = dict(file=str(path), custom_load=path.suffix.lower() in _JAX_SUFFIXES)
@@ -142,9 +143,11 @@ def _create_from_file(
     try:
         model = _create(model_name, True, num_classes, image_size, kwargs, overlay=overlay)
     except (RuntimeError, KeyError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()
         raise WeightsLoadError(
-            f"Could not load weights file {str(path)!r} into {model_name!r}: {err}"
-        ) from err
+            f"Could not load weights file {str(path)!r} (backbone.model.weights) into {model_name!r}: "
+            f"{type(err).__name__}: {' '.join(first[:2])[:400]}. Expected a state dict of this architecture."
+        ) from None
     finally:
         builder_logger.removeFilter(recorder)
         builder_logger.setLevel(old_level)
