@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: run test test-fast bench install clean toy-table
+.PHONY: run test test-fast bench install clean toy-table toy-pretrain
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(STAMP)
 
 toy-table: $(STAMP)
 	$(PY) -m deft_lightning.experiments.toy_table
+
+# Re-run the shipped toy CLIP's recorded pretraining recipe from scratch (into the cache) and print its
+# properties beside the shipped ones (src/deft_lightning/toy/weights/deft-toy-clip-s0.json).
+toy-pretrain: $(STAMP)
+	$(PY) -m deft_lightning.toy.shipped
 
 clean:
 	rm -rf outputs .pytest_cache build *.egg-info src/*.egg-info

@@ -3,7 +3,8 @@
 No pretrained weights can be downloaded where this project is built and tested, so a randomly
 initialised CLIP would make every demo number meaningless. This package instead builds a world in
 which a tiny CLIP *is* pretrained: a procedural image–caption generator (:mod:`.generator`), a
-contrastive pretraining run cached per machine (:mod:`.pretrain`), and a zero-shot check
+contrastive pretraining recipe (:mod:`.pretrain`), the pretrained model shipped with the package
+(:mod:`.shipped`, the ``deft-toy`` tag: no pretraining on a new machine), and a zero-shot check
 (:mod:`.zero_shot`). The downstream labelled dataset lives in
 :mod:`deft_lightning.data.readers.toy`.
 """

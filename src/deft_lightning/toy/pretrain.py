@@ -1,13 +1,18 @@
-"""Contrastive pretraining of the tiny toy CLIP, cached once per machine.
+"""Contrastive pretraining of the tiny toy CLIP: the recipe, and its per-machine cache.
 
 DEFT needs a vision-language model that already aligns images with class names. No weights can be
 downloaded where this project is built, so we pretrain a tiny open_clip model on the generator's
 "web" captions with the standard symmetric InfoNCE loss on CPU (2000 steps of 128 pairs, about nine
-minutes on two cores), and cache the state dict under ``<cache>/toy_clip/<key>/``. The key covers
-everything that changes the weights (generator version, seed, model config, training recipe), so a
-stale checkpoint is never reused.
+minutes on two uncontended cores). The result of the default recipe (seed 0) ships with the package
+(:mod:`deft_lightning.toy.shipped`, tag ``deft-toy``); other seeds and recipes are pretrained on
+demand and cached under ``<cache>/toy_clip/<key>/``. The key covers everything that changes the
+weights (generator version, seed, model config, training recipe), so a stale checkpoint is never reused.
 The checkpoint is a plain open_clip state dict: the rest of the framework loads it with
 ``open_clip.create_model(MODEL_NAME, pretrained=path)``, exactly like a real local checkpoint.
+
+Pretraining draws from its own random stream (the caller's global torch state is saved and restored
+around it; the data come from seeded numpy Generators), so a run that pretrains writes the same files
+as one that found the model cached.
 """
 
 from __future__ import annotations
@@ -140,15 +145,23 @@ def pretrain(
 
     ``on_step(step, model)`` is called after every optimiser step (for learning curves).
     """
-    import open_clip
-    from tqdm.auto import tqdm
-
     global PRETRAIN_RUNS
     PRETRAIN_RUNS += 1
     config = config or PretrainConfig()
     register_model_config()
     start = time.perf_counter()
-    torch.manual_seed(seed)
+    # Its own random stream: the caller's global torch state is saved here and restored on return,
+    # so pretraining inside a run does not change what the run draws afterwards (same files whether
+    # or not the toy CLIP was cached). The generator's data draws use their own numpy Generators.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _pretrain(seed, config, progress, on_step, start)
+
+
+def _pretrain(seed: int, config: "PretrainConfig", progress: bool, on_step: Callable | None, start: float) -> tuple[dict, dict]:
+    import open_clip
+    from tqdm.auto import tqdm
+
     model = open_clip.create_model(MODEL_NAME, pretrained=None)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1.0 / config.init_temperature))
@@ -252,11 +265,24 @@ def ensure_pretrained(
     return path
 
 
-def load_pretrained(cache_dir: str | Path | None = None, seed: int = 0, progress: bool = True):
-    """(model in eval mode, tokenizer), through open_clip's ordinary local-checkpoint path."""
+def load_pretrained(
+    cache_dir: str | Path | None = None, seed: int = 0, progress: bool = True, config: PretrainConfig | None = None,
+    shipped: bool = True,
+):
+    """(model in eval mode, tokenizer), through open_clip's ordinary local-checkpoint path.
+
+    The recipe the package ships (seed 0, the default :class:`PretrainConfig`) loads the shipped weights
+    (:mod:`deft_lightning.toy.shipped`) without pretraining, unless ``shipped=False``; any other seed or
+    recipe is pretrained on demand and cached.
+    """
     import open_clip
 
-    path = ensure_pretrained(cache_dir, seed=seed, progress=progress)
+    from deft_lightning.toy import shipped as shipped_weights
+
+    if shipped and shipped_weights.SHIPPED_FILE.is_file() and cache_key(seed, config) == shipped_weights.shipped_meta()["cache_key"]:
+        path = shipped_weights.resolve_weights(cache_dir)
+    else:
+        path = ensure_pretrained(cache_dir, seed=seed, progress=progress, config=config)
     model = open_clip.create_model(MODEL_NAME, pretrained=str(path))
     model.eval()
     return model, open_clip.get_tokenizer(MODEL_NAME)
