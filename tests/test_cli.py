@@ -75,3 +75,52 @@ def test_missing_weights_file_is_named(tmp_path):
     )
     assert result.returncode == 2
     assert "/no/such/file.bin" in result.stderr
+
+
+def test_hydra_config_errors_are_user_errors_without_a_traceback(tmp_path):
+    result = run_module(["deft_lightning.train", "noise=bogus", "--cfg", "job"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "noise/bogus" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_internal_value_error_is_not_passed_off_as_a_user_error(tmp_path, monkeypatch):
+    """The old catch-all turned every ValueError (bugs included) into a one-line 'error:' with exit 2."""
+    from deft_lightning import cli
+
+    def buggy(cfg):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(cli, "in_multirun", lambda: False)
+    with pytest.raises(SystemExit) as caught:
+        cli.run_entry(buggy, None)
+    assert caught.value.code == 1
+
+    def user_mistake(cfg):
+        from deft_lightning.errors import ConfigError
+
+        raise ConfigError("adapter.mask_mode must be one of ('subset', 'loss_mask'), got 'x'")
+
+    with pytest.raises(SystemExit) as caught:
+        cli.run_entry(user_mistake, None)
+    assert caught.value.code == 2
+
+
+def raise_config_error(**kwargs):
+    from deft_lightning.errors import ConfigError
+
+    raise ConfigError("dataset.reader.num_classes must be positive, got -1")
+
+
+def test_a_user_error_raised_inside_instantiate_is_still_a_user_error():
+    from hydra.utils import instantiate
+
+    from deft_lightning import cli
+    from deft_lightning.errors import ConfigError
+
+    with pytest.raises(Exception) as caught:
+        instantiate({"_target_": "test_cli.raise_config_error"})
+    assert not isinstance(caught.value, ConfigError)  # Hydra wraps it ...
+    assert isinstance(cli.as_user_error(caught.value), ConfigError)  # ... and the CLI unwraps it
+    with pytest.raises(Exception) as caught:
+        instantiate({"_target_": "builtins.int", "_args_": ["not a number"]})
+    assert cli.as_user_error(caught.value) is None  # an internal failure stays internal

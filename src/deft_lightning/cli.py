@@ -24,8 +24,24 @@ INTERNAL_ERROR_STATUS = 1
 T = TypeVar("T")
 
 
+_task_started = False
+
+
+def main_entry(hydra_main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` function; Hydra's own failures before the task (a bad override, an unknown
+    config group option) are user errors too: Hydra prints them in one paragraph, we exit with status 2."""
+    try:
+        hydra_main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:
+            sys.exit(USER_ERROR_STATUS)
+        raise
+
+
 def run_entry(function: Callable[..., T], *args) -> T:
     """Call ``function(*args)``; turn user errors and interruptions into their exit statuses."""
+    global _task_started
+    _task_started = True
     # our loaders are in-memory or deliberately single-process on CPU; Lightning's hint is noise
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     interrupts.install()

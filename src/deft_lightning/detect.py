@@ -13,7 +13,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from deft_lightning.cli import is_rank_zero, run_entry
+from deft_lightning.cli import is_rank_zero, main_entry, run_entry
 from deft_lightning.pipeline.common import build_datamodule, finish_wandb
 from deft_lightning.pipeline.detection import DETECTION_DIR, run_detection
 from deft_lightning.reporting.summary import format_summary
@@ -46,5 +46,10 @@ def main(cfg: DictConfig) -> dict | None:
     return run_entry(detect, cfg)
 
 
+def cli_main() -> None:
+    """``python -m deft_lightning.detect`` and the console script: Hydra's own config errors exit with 2 too."""
+    main_entry(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli_main()

@@ -12,7 +12,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from deft_lightning.cli import is_rank_zero, run_entry
+from deft_lightning.cli import is_rank_zero, main_entry, run_entry
 from deft_lightning.errors import ConfigError
 from deft_lightning.pipeline.adaptation import run_adaptation
 from deft_lightning.pipeline.common import build_datamodule, finish_wandb
@@ -62,5 +62,10 @@ def main(cfg: DictConfig) -> dict | None:
     return run_entry(train, cfg)
 
 
+def cli_main() -> None:
+    """``python -m deft_lightning.train`` and the console script: Hydra's own config errors exit with 2 too."""
+    main_entry(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli_main()
