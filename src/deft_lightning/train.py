@@ -46,7 +46,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         if "adapt" in phases:
             if clean_mask is None and cfg.method.uses_clean_subset:
                 path = cfg.adapter.selection or run_dir / "detection" / "selection.csv"
-                clean_mask = load_selection(path, dm.num_train).mask(dm.num_train)
+                clean_mask = load_selection(path, dm).mask(dm.num_train)  # checks its fingerprint against this run
             # phase 2 depends on the seed alone, not on whether phase 1 ran in this process (resume, phases=[adapt])
             L.seed_everything(int(cfg.seed), workers=True, verbose=False)
             results["adaptation"] = run_adaptation(cfg, dm, run_dir, clean_mask)
