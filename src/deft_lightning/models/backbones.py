@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deft_lightning.errors import ConfigError
 from deft_lightning.models.clip import create_clip, get_tokenizer
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.models.text_encoder import encode_token_ids_truncated
@@ -70,5 +71,5 @@ def build_clip_classifier(
         with torch.no_grad():
             classifier.init_head_from_text(encode_token_ids_truncated(clip_model, token_ids))
     elif head_init != "random":
-        raise ValueError(f"backbone.model.head_init must be 'random' or 'text', got {head_init!r}")
+        raise ConfigError(f"backbone.model.head_init must be 'random' or 'text', got {head_init!r}")
     return classifier

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from deft_lightning.errors import ConfigError
+
 CLASS_POSITIONS = ("end", "middle", "front")
 
 
@@ -30,7 +32,7 @@ def build_prompt_layout(
 ) -> PromptLayout:
     """Lay out ``[SOS] ctx… name . [EOT]`` token ids for each class, with the context slots recorded."""
     if class_position not in CLASS_POSITIONS:
-        raise ValueError(f"class_position must be one of {CLASS_POSITIONS}, got {class_position!r}")
+        raise ConfigError(f"class_position must be one of {CLASS_POSITIONS}, got {class_position!r}")
     context_length = context_length or tokenizer.context_length
     sot, eot = tokenizer.sot_token_id, tokenizer.eot_token_id
     placeholder = tokenizer.encode("X")[0]
@@ -57,7 +59,7 @@ def build_prompt_layout(
         eot_rows.append(len(ids))
         ids.append(eot)
         if len(ids) > context_length:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt for class {name!r} needs {len(ids)} tokens but the text tower takes {context_length}; "
                 "shorten the context (detector.prompt.n_ctx) or the class name"
             )

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from deft_lightning.data.datamodule import HELDOUT_SET, NoisyLabelDataModule
+from deft_lightning.errors import ConfigError
 from deft_lightning.io import write_json
 from deft_lightning.modules.adapter import AdapterModule
 from deft_lightning.pipeline.common import build_trainer, finish_wandb, resume_checkpoint
@@ -26,9 +27,9 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, cle
         return json.loads((out_dir / "metrics.json").read_text())
     mask_mode = str(cfg.adapter.mask_mode)
     if mask_mode not in MASK_MODES:
-        raise ValueError(f"adapter.mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+        raise ConfigError(f"adapter.mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
     if cfg.method.uses_clean_subset and clean_mask is None:
-        raise ValueError(f"method={cfg.method.name} trains on the clean subset: run phase 1 or pass adapter.selection=PATH")
+        raise ConfigError(f"method={cfg.method.name} trains on the clean subset: run phase 1 or pass adapter.selection=PATH")
 
     model = instantiate(cfg.backbone.model)(num_classes=dm.num_classes, class_names=dm.class_names)
     criterion = instantiate(cfg.method.loss)(num_samples=dm.num_train, num_classes=dm.num_classes)

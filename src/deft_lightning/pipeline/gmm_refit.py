@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from deft_lightning.data.datamodule import NoisyLabelDataModule
 from deft_lightning.distributed import concat_rows, gather_rows_by_index
+from deft_lightning.errors import ConfigError
 from deft_lightning.io import write_json
 from deft_lightning.selection.clean_selection import CleanSelection
 from deft_lightning.selection.gmm import gmm_clean_mask
@@ -53,9 +54,9 @@ class GMMRefit(Callback):
         records_path: str | Path | None = None,
     ) -> None:
         if mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+            raise ConfigError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
         if int(warmup_epochs) < 0:
-            raise ValueError(f"method.gmm.warmup_epochs must be >= 0, got {warmup_epochs}")
+            raise ConfigError(f"method.gmm.warmup_epochs must be >= 0, got {warmup_epochs}")
         self.datamodule = datamodule
         self.warmup_epochs = int(warmup_epochs)
         self.threshold = float(threshold)

@@ -13,6 +13,7 @@ import math
 
 from torch import Tensor, nn
 
+from deft_lightning.errors import ConfigError
 from deft_lightning.models.peft.base import VisualPEFT
 from deft_lightning.models.peft.blocks import check_attention_blocks, residual_block, run_tower
 
@@ -23,9 +24,9 @@ class BottleneckAdapter(nn.Module):
     def __init__(self, width: int, bottleneck: int, activation: str = "relu", norm: bool = True) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"adapter activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            raise ConfigError(f"adapter activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if int(bottleneck) < 1:
-            raise ValueError(f"adapter bottleneck must be >= 1, got {bottleneck}")
+            raise ConfigError(f"adapter bottleneck must be >= 1, got {bottleneck}")
         self.norm = nn.LayerNorm(width) if norm else nn.Identity()
         self.down = nn.Linear(width, int(bottleneck))
         self.act = ACTIVATIONS[activation]()

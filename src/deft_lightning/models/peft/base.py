@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from torch import nn
 
+from deft_lightning.errors import ConfigError
+
 
 def resolve_blocks(num_blocks: int, partial: int | None) -> list[int]:
     """Indices of the blocks that get PEFT modules: all of them, or the last ``partial`` ones."""
     if partial is None:
         return list(range(num_blocks))
     if not 1 <= int(partial) <= num_blocks:
-        raise ValueError(f"peft.partial must be between 1 and {num_blocks} (the tower's blocks), got {partial}")
+        raise ConfigError(f"peft.partial must be between 1 and {num_blocks} (the tower's blocks), got {partial}")
     return list(range(num_blocks - int(partial), num_blocks))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from deft_lightning.errors import ConfigError
 from deft_lightning.models.peft.base import VisualPEFT
 
 
@@ -23,4 +24,4 @@ class VisualBiasTuning(VisualPEFT):
                 parameter.requires_grad_(True)
                 self.bias_names.append(name)
         if not self.bias_names:
-            raise ValueError("bias tuning found no bias parameters in the chosen part of the visual tower")
+            raise ConfigError("bias tuning found no bias parameters in the chosen part of the visual tower")

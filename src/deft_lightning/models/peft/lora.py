@@ -30,6 +30,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from deft_lightning.errors import ConfigError
 from deft_lightning.models.peft.base import VisualPEFT
 from deft_lightning.models.peft.blocks import cast_like, check_attention_blocks, residual_block, run_tower, self_attention
 
@@ -69,16 +70,16 @@ def _normalise_targets(targets: str | Iterable[str]) -> list[str]:
     names = [targets] if isinstance(targets, str) else [str(t) for t in targets]
     for name in names:
         if "out_proj" in name:
-            raise ValueError(
+            raise ConfigError(
                 f"LoRA target {name!r} would silently do nothing: nn.MultiheadAttention uses out_proj.weight "
                 "directly and never calls out_proj. Use targets 'attn' (q and v), 'qkv' or 'mlp'."
             )
         if name not in TARGETS:
-            raise ValueError(f"unknown LoRA target {name!r}; valid targets: {list(TARGETS)}")
+            raise ConfigError(f"unknown LoRA target {name!r}; valid targets: {list(TARGETS)}")
     if not names:
-        raise ValueError(f"LoRA needs at least one target out of {list(TARGETS)}")
+        raise ConfigError(f"LoRA needs at least one target out of {list(TARGETS)}")
     if "attn" in names and "qkv" in names:
-        raise ValueError("LoRA targets 'attn' (q and v) and 'qkv' both adapt the attention in-projection; pick one")
+        raise ConfigError("LoRA targets 'attn' (q and v) and 'qkv' both adapt the attention in-projection; pick one")
     return sorted(set(names), key=TARGETS.index)
 
 
@@ -94,7 +95,7 @@ class VisualLoRA(VisualPEFT):
     ) -> None:
         super().__init__(visual, partial)
         if int(rank) < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+            raise ConfigError(f"LoRA rank must be >= 1, got {rank}")
         self.targets = _normalise_targets(targets)
         self.rank, self.alpha, self.dropout = int(rank), float(alpha), float(dropout)
         check_attention_blocks(visual, self.peft_blocks, "LoRA")
@@ -110,7 +111,7 @@ class VisualLoRA(VisualPEFT):
         from peft import LoraConfig, inject_adapter_in_model
 
         if "qkv" in self.targets and self.dropout > 0:
-            raise ValueError(
+            raise ConfigError(
                 "LoRA target 'qkv' (peft target_parameters on the fused in-projection) cannot use dropout; "
                 "set dropout: 0 or use target 'attn'"
             )
@@ -123,7 +124,7 @@ class VisualLoRA(VisualPEFT):
                 r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=modules, bias="none", **options
             )
         except TypeError as error:  # peft < 0.17 has no target_parameters
-            raise ValueError(f"LoRA target 'qkv' needs peft >= 0.17 (target_parameters); {error}") from None
+            raise ConfigError(f"LoRA target 'qkv' needs peft >= 0.17 (target_parameters); {error}") from None
         inject_adapter_in_model(config, self.visual)
         self._check_no_silent_targets()
 
