@@ -111,3 +111,45 @@ def test_a_truncated_checkpoint_on_resume_is_one_paragraph_from_the_command_line
     assert result.returncode == 2, result.stderr[-3000:]
     assert str(last) in result.stderr and "Traceback" not in result.stderr
     assert last.is_file()  # the run dir with its (damaged) checkpoint is left for the user to look at
+
+
+def test_an_interruption_ends_with_128_plus_the_signal_whatever_it_surfaced_as(monkeypatch):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from deft_lightning import cli, interrupts
+
+    def preempted(cfg):
+        interrupts._on_sigterm(signal.SIGTERM, None)
+        raise SIGTERMException()  # what Lightning's loops raise: a SystemExit with status 0
+
+    def worker_killed(cfg):
+        interrupts._received = signal.SIGINT
+        raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Interrupt")
+
+    try:
+        for function, status in ((preempted, 143), (worker_killed, 130)):
+            interrupts.reset()
+            with pytest.raises(SystemExit) as caught:
+                cli.run_entry(function, None)
+            assert caught.value.code == status
+    finally:
+        interrupts.reset()
+
+
+def test_validation_and_inference_stop_at_the_next_batch_after_a_signal():
+    from types import SimpleNamespace
+
+    from deft_lightning import interrupts
+    from deft_lightning.pipeline.common import StopOnSignal
+
+    callback, trainer = StopOnSignal(), SimpleNamespace(world_size=1)
+    callback.on_predict_batch_end(trainer, None, None, None, 0)  # no signal: nothing happens
+    interrupts._received = signal.SIGTERM
+    try:
+        with pytest.raises(interrupts.Interrupted):
+            callback.on_predict_batch_end(trainer, None, None, None, 0)
+        with pytest.raises(interrupts.Interrupted):
+            callback.on_validation_batch_end(trainer, None, None, None, 0)
+        callback.on_predict_batch_end(SimpleNamespace(world_size=2), None, None, None, 0)  # DDP: left to Lightning
+    finally:
+        interrupts.reset()

@@ -21,6 +21,7 @@ deliberately not saved: Lightning cannot resume a plain DataLoader mid-epoch rep
 from __future__ import annotations
 
 import signal
+import sys
 from typing import Any
 
 _received: int | None = None
@@ -53,6 +54,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     global _received
     if _received is None:
         _received = signum
+        _announce(signum)
+
+
+def _announce(signum: int) -> None:
+    print(f"\nreceived {signal.Signals(signum).name}: stopping at the next batch boundary"
+          + (" (Ctrl+C again to stop at once)" if signum == signal.SIGINT else ""), file=sys.stderr, flush=True)
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -60,6 +67,7 @@ def _on_sigint(signum: int, frame: Any) -> None:
     if _received is not None:  # second Ctrl+C: stop now
         raise KeyboardInterrupt
     _received = signum
+    _announce(signum)
     # the SIGTERM path: Lightning's handler (while a trainer runs) stops the loops at the next batch
     # boundary on every rank; outside a trainer only the flag above is set, and `check` acts on it
     signal.raise_signal(signal.SIGTERM)

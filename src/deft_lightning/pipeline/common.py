@@ -212,7 +212,7 @@ def log_detection_images(trainer: L.Trainer, selection, out_dir: Path, summary: 
 def build_trainer(cfg: DictConfig, phase: str, run_dir: Path, max_epochs: int, callbacks: list[Callback]) -> L.Trainer:
     interrupts.check()  # SIGTERM/SIGINT since the last phase: stop here (the finished phases are kept)
     check_launch(cfg)
-    callbacks = list(callbacks) + build_extra_callbacks(cfg)
+    callbacks = list(callbacks) + build_extra_callbacks(cfg) + [StopOnSignal()]
     checkpointing = bool(cfg.callbacks.get("checkpoint", True))
     if checkpointing:
         callbacks += [build_checkpoint_callback(run_dir, phase), RNGStateCheckpoint()]
@@ -227,6 +227,24 @@ def build_trainer(cfg: DictConfig, phase: str, run_dir: Path, max_epochs: int, c
         enable_progress_bar=bool(cfg.callbacks.get("progress_bar", True)),
         enable_checkpointing=checkpointing,
     )
+
+
+class StopOnSignal(Callback):
+    """Ends validation and the inference pass at the next batch after SIGTERM/SIGINT in a single process.
+
+    Training needs nothing: Lightning's loops already stop there on SIGTERM (and tell the other ranks).
+    Evaluation under DDP is left alone: one rank leaving early would hang the others' next collective.
+    """
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if trainer.world_size == 1:
+            interrupts.check()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._check(trainer)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._check(trainer)
 
 
 def build_extra_callbacks(cfg: DictConfig) -> list[Callback]:
