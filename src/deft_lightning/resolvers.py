@@ -84,7 +84,9 @@ def register() -> None:
     for name, function in (("deft_run_dir", resume_run_dir), ("deft_run_name", run_name), ("deft_run_stamp", run_stamp),
                            ("deft_precision", auto_precision)):
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, function)
+            # the stamp is cached in the config, as Hydra's `now`: a sweep config sent to another process
+            # (the submitit launcher) keeps the sweep directory resolved where the sweep started
+            OmegaConf.register_new_resolver(name, function, use_cache=name == "deft_run_stamp")
 
 
 register()
