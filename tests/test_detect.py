@@ -174,7 +174,7 @@ def test_detect_command_on_an_image_folder(tmp_path):
         env={"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    reports = list((tmp_path / "logs" / "detect").glob("imagefolder-sym0.25-label_match/*/detection/report.md"))
+    reports = list((tmp_path / "logs" / "detect").glob("imagefolder-sym0.25-label_match-deft-tiny-clip/*/detection/report.md"))  # the folder names the model that ran
     assert len(reports) == 1, result.stdout[-2000:]
     out = reports[0].parent
     rows = read_rows(out / "selection.csv")
