@@ -190,7 +190,15 @@ def _plain_leaf(value: Any) -> bool:
 def check_artefact(payload: Any, path: Path) -> None:
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise ArtifactError(f"detector.weights={path} is not a detector artefact (detection/detector_weights.pt of a phase-1 run)")
-    _walk({k: v for k, v in payload.items()}, "", path)  # before anything else: no code-bearing keys anywhere
+    try:
+        _walk(payload, "", path)  # before anything else: no code-bearing keys anywhere
+    except ArtifactError as err:
+        if payload.get("format") == FORMAT:
+            raise
+        raise ArtifactError(
+            f"{err} It also lacks the {FORMAT!r} format marker: artefacts written before format {FORMAT_VERSION} "
+            "stored Hydra configs that name code, and are never loaded; rerun phase 1 to write a plain-valued one."
+        ) from None
     if payload.get("format") != FORMAT or payload.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"detector.weights={path} has format {payload.get('format')!r} version {payload.get('format_version')!r}, "
