@@ -154,3 +154,14 @@ def test_stored_config_round_trips_without_differences(tmp_path):
     cfg = compose(["experiment=demo", f"paths.output_dir={tmp_path}"])
     stored = OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)))
     assert config_differences(stored, OmegaConf.to_container(cfg, resolve=True)) == []
+
+
+def test_a_sweep_config_sent_to_another_process_keeps_its_directory():
+    """The submitit launcher pickles the sweep's config to each job: the stamp travels resolved, as `now` does."""
+    import pickle
+
+    cfg = OmegaConf.create({"dir": "multiruns/${deft_run_stamp:}"})
+    resolved = cfg.dir
+    code = "import pickle, sys; import deft_lightning.resolvers; print(pickle.loads(sys.stdin.buffer.read()).dir)"
+    other = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(cfg), capture_output=True, env=clean_env())
+    assert other.stdout.decode().strip() == resolved
