@@ -116,7 +116,8 @@ def artefact_payload(kind: str, cfg: DictConfig, state_dict: dict, class_names: 
         "class_names": [str(c) for c in class_names],
         "clip": _pick(detector.get("clip") or {}, CLIP_OPTIONS),
         "peft": {"name": str(peft.get("name", "")),
-                 "options": {k: _plain(v) for k, v in (peft.get("module") or {}).items() if not str(k).startswith("_")}},
+                 "options": {k: _plain(v) for k, v in (peft.get("module") or {}).items()
+                             if not str(k).startswith("_")}},
         "detector": _pick(detector, DETECTOR_OPTIONS[kind]),
         "optimizer": {"name": target.rsplit(".", 1)[-1], **_plain(optimizer)},
         "state_dict": state_dict,
@@ -189,7 +190,9 @@ def _plain_leaf(value: Any) -> bool:
 
 def check_artefact(payload: Any, path: Path) -> None:
     if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise ArtifactError(f"detector.weights={path} is not a detector artefact (detection/detector_weights.pt of a phase-1 run)")
+        raise ArtifactError(
+            f"detector.weights={path} is not a detector artefact (detection/detector_weights.pt of a phase-1 run)"
+        )
     try:
         _walk(payload, "", path)  # before anything else: no code-bearing keys anywhere
     except ArtifactError as err:
@@ -223,7 +226,8 @@ def check_artefact(payload: Any, path: Path) -> None:
     if not isinstance(peft, dict) or set(peft) - {"name", "options"} or not isinstance(peft.get("name"), str):
         _refuse(path, "peft", "must be {name: <one of the project's PEFT choices>, options: {...}}")
     if peft["name"] not in project_choices("peft"):
-        _refuse(path, "peft.name", f"holds {peft['name']!r}, not one of the project's PEFT choices {project_choices('peft')}")
+        _refuse(path, "peft.name",
+                f"holds {peft['name']!r}, not one of the project's PEFT choices {project_choices('peft')}")
     known = {k for k in project_node("peft", peft["name"]).module if not str(k).startswith("_")}
     for key, value in (peft.get("options") or {}).items():
         if key not in known:
@@ -241,7 +245,8 @@ def check_artefact(payload: Any, path: Path) -> None:
 def check_class_names(artefact: dict, class_names: list[str], path) -> None:
     """Class-specific contexts and the small-loss head are one row per class: they need the same classes."""
     saved = list(artefact.get("class_names") or [])
-    per_class = artefact["kind"] == "small_loss" or bool((artefact.get("detector") or {}).get("prompt", {}).get("class_specific"))
+    prompt = (artefact.get("detector") or {}).get("prompt") or {}
+    per_class = artefact["kind"] == "small_loss" or bool(prompt.get("class_specific"))
     if not per_class or saved == list(class_names):
         return
     what = "its small-loss head" if artefact["kind"] == "small_loss" else "its class-specific contexts"

@@ -143,7 +143,9 @@ class CleanSelection:
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             raise SelectionError(f"{path} is not a readable selection file ({err}).") from None
         if not rows:
-            raise SelectionError(f"{path} is empty; expected a selection.csv written by phase 1 (a header and one row per sample).")
+            raise SelectionError(
+                f"{path} is empty; expected a selection.csv written by phase 1 (a header and one row per sample)."
+            )
         header, body = rows[0], rows[1:]
         missing = [c for c in COLUMNS if c not in header]
         if missing:
