@@ -187,8 +187,6 @@ def test_other_datasets_keep_one_warmup_epoch(dataset):
     assert cfg.detector.real_noise_variant is False
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/detection.py must pass dp_warmup_epochs=cfg.detector.dp_warmup_epochs "
-                                       "to DetectorModule (lead: apply, then drop this marker)")
 def test_build_deft_detector_passes_both_warmup_keys(tmp_path):
     from deft_lightning.pipeline.detection import build_deft_detector
 

@@ -45,6 +45,7 @@ DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
         "prompt": {"n_ctx": int, "class_specific": bool, "class_position": str, "init_words": TEXT_OR_NONE},
         "logit_scale": (int, float, type(None)),
         "warmup_epochs": int,
+        "dp_warmup_epochs": (int, type(None)),
         "epochs": int,
         "real_noise_variant": bool,
     },

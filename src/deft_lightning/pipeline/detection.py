@@ -82,6 +82,7 @@ def build_deft_detector(cfg: DictConfig, class_names: list[str]) -> tuple[Detect
         optimizer=instantiate(cfg.detector.optimizer),
         scheduler=instantiate(cfg.detector.scheduler) if cfg.detector.get("scheduler") else None,
         warmup_epochs=cfg.detector.warmup_epochs,
+        dp_warmup_epochs=cfg.detector.get("dp_warmup_epochs"),
         logit_scale=resolve_logit_scale(cfg.detector.get("logit_scale"), clip_model),
         real_noise_variant=cfg.detector.real_noise_variant,
     )
