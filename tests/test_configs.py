@@ -95,3 +95,11 @@ def test_noise_is_listed_before_dataset_in_the_root_configs(root):
 def test_inspect_data_composes_with_the_datasets_natural_noise(dataset):
     cfg = compose([f"dataset={dataset}"], "inspect_data")
     assert cfg.noise.mode == {"imagefolder": "none", "clothing1m": "real", "cifar100": "none"}[dataset]
+
+
+def test_debug_is_applied_after_the_experiment():
+    """``experiment=demo debug=fast``: the debug overlay wins (one epoch per phase, two batches)."""
+    cfg = compose(["experiment=demo", "debug=fast"])
+    assert cfg.detector.epochs == 1 and cfg.backbone.epochs == 1
+    assert cfg.trainer.limit_train_batches == 2 and cfg.trainer.limit_val_batches == 2
+    assert compose(["experiment=demo"]).detector.epochs == 3  # the demo's own setting without debug
