@@ -171,9 +171,10 @@ def test_a_failed_job_does_not_stop_the_sweep_which_lists_it_and_ends_non_zero(t
 
 
 def test_auto_strategy_on_several_devices_inside_a_multirun_is_refused(monkeypatch):
-    cfg = compose(["trainer=cpu", "trainer.strategy=auto", "trainer.devices=2", "paths.output_dir=/tmp/unused"])
+    cfg = compose(["trainer=auto", "trainer.accelerator=cpu", "trainer.devices=2", "paths.output_dir=/tmp/unused"])
     monkeypatch.setattr(common, "_in_multirun", lambda: True)
     with pytest.raises(ValueError, match="trainer.devices=1"):
         common.check_launch(cfg)
-    common.check_launch(compose(["trainer=cpu", "trainer.strategy=auto", "trainer.devices=1",
+    common.check_launch(compose(["trainer=auto", "trainer.accelerator=cpu", "trainer.devices=1",
                                  "paths.output_dir=/tmp/unused"]))
+    common.check_launch(compose(["trainer=auto", "trainer.accelerator=cpu", "paths.output_dir=/tmp/unused"]))

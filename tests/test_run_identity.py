@@ -131,7 +131,10 @@ def test_config_differences_names_changed_added_and_removed_keys():
 def test_a_failed_run_that_wrote_only_bookkeeping_is_removed_and_one_with_results_is_kept(tmp_path):
     cfg = compose(["experiment=demo", f"paths.output_dir={tmp_path / 'a' / 'run'}"])
     with pytest.raises(errors.ConfigError):
-        with open_run(cfg):
+        with open_run(cfg) as run_dir:
+            (run_dir / "detection").mkdir()  # an empty output folder made before the failure counts as nothing
+            (run_dir / "logs" / "detection" / "version_0").mkdir(parents=True)
+            (run_dir / "train.log").write_text("")
             raise errors.ConfigError("bad option")
     assert not (tmp_path / "a" / "run").exists()
 
@@ -165,3 +168,17 @@ def test_a_sweep_config_sent_to_another_process_keeps_its_directory():
     code = "import pickle, sys; import deft_lightning.resolvers; print(pickle.loads(sys.stdin.buffer.read()).dir)"
     other = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(cfg), capture_output=True, env=clean_env())
     assert other.stdout.decode().strip() == resolved
+
+
+@pytest.mark.slow
+def test_lightning_ddp_re_executed_ranks_share_the_locked_default_directory(tmp_path):
+    """Lightning's `ddp` re-runs the command line for rank 1 (CPU, gloo): one directory, rank 1 not refused."""
+    result = subprocess.run(train_command(*QUICK, "+trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                                          f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'c'}"),
+                            env=clean_env(), capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output  # a second, re-executed process joined
+    assert "in use by another process" not in output
+    (run,) = (tmp_path / "logs" / "runs").glob("*/*")
+    assert (run / "detection" / "summary.json").is_file()

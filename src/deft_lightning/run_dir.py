@@ -85,9 +85,13 @@ def open_run(cfg: DictConfig) -> Iterator[Path]:
 
 def remove_if_empty(run_dir: Path, created: bool = True) -> bool:
     """Remove ``run_dir`` when it holds nothing but bookkeeping (and its parent when that is left empty)."""
-    entries = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if not entries <= BOOKKEEPING | {p for p in entries if p.endswith(".log")}:
+    if not run_dir.is_dir():
         return False
+    for entry in run_dir.iterdir():
+        bookkeeping = entry.name in BOOKKEEPING or (entry.is_file() and entry.name.endswith(".log"))
+        empty_dir = entry.is_dir() and not any(p.is_file() for p in entry.rglob("*"))
+        if not (bookkeeping or empty_dir):
+            return False
     if (run_dir / "logs").is_dir() and any(p.name.startswith("wandb") and p.is_dir() for p in (run_dir / "logs").iterdir()):
         return False  # a W&B run was started: keep its local files
     shutil.rmtree(run_dir, ignore_errors=True)
