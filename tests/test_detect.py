@@ -19,7 +19,7 @@ from deft_lightning.errors import ArtifactError
 from deft_lightning.selection.clean_selection import CleanSelection
 
 COLUMNS = ["index", "sample_id", "given_label", "given_class", "predicted_label", "predicted_class",
-           "p_clean", "is_clean", "is_label_issue", "true_label", "fingerprint"]
+           "p_clean", "is_clean", "is_label_issue", "label_quality", "rank", "true_label", "fingerprint"]
 CLASS_NAMES = ["red", "green", "blue", "yellow", "purple"]  # dataset=synthetic, 5 classes
 
 
@@ -109,11 +109,13 @@ def test_suspects_png_and_report_md(deft_run):
     with Image.open(out / "suspects.png") as image:
         assert image.format == "PNG" and min(image.size) > 100
     rows = read_rows(out / "selection.csv")
-    issues = sorted((float(r["p_clean"]), int(r["index"])) for r in rows if r["is_label_issue"] == "1")
+    # the flagged issues are listed by rank (lowest label_quality first; issue 15 changed it from p_clean)
+    issues = sorted((int(r["rank"]), int(r["index"])) for r in rows if r["is_label_issue"] == "1")
     report = (out / "report.md").read_text()
     assert "suspects.png" in report and f"{summary['counts']['num_label_issues']}" in report
-    first_row = next(line for line in report.splitlines() if line.startswith("| 1 |"))
-    assert first_row.startswith(f"| 1 | {issues[0][1]} |")  # the most confident issue heads the table
+    first_row = next(line for line in report.splitlines() if line.startswith(f"| {issues[0][0]} |"))
+    assert first_row.startswith(f"| {issues[0][0]} | {issues[0][1]} |")  # the most likely issue heads the table
+    assert "p_clean_hist.png" in report and "in-sample" in report and "label_quality = sqrt" in report
 
 
 def test_saved_detector_reloads_and_reproduces_p_clean(deft_run):
@@ -232,5 +234,5 @@ def test_detect_on_a_folder_with_noise_none_keeps_the_labels_and_claims_no_truth
     report = (out / "report.md").read_text()
     assert "true labels: unknown" in report and "against the true labels" not in report
     assert "precision" not in report.replace("no precision or recall", "") and "| true |" not in report
-    assert "## Clean fraction per class" in report and all(f"| {name} |" in report for name in folder_names)
-    assert "## Most confident label issues" in report or "No label issues found." in report
+    assert "## Class health: estimated clean fraction per given class" in report and all(f"| {name} |" in report for name in folder_names)
+    assert "## Most likely label issues" in report or "No label issues found." in report

@@ -1,12 +1,13 @@
 """deft_lightning: DEFT noisy-label detection with CLIP and clean-subset fine-tuning, on Lightning + Hydra.
 
-``deft_lightning.find_label_issues(...)`` is the Python entry for a dirty image dataset (see
-:mod:`deft_lightning.api`); it is imported on first use, so ``import deft_lightning`` stays light.
+``deft_lightning.find_label_issues(...)`` is the Python entry for a dirty image dataset, and
+``deft_lightning.load_detector(path).score(images, labels)`` scores new images with a trained detector (see
+:mod:`deft_lightning.api`); they are imported on first use, so ``import deft_lightning`` stays light.
 """
 
 __version__ = "0.1.0"
 
-_API = ("find_label_issues", "read_label_issues", "LabelIssues")
+_API = ("find_label_issues", "read_label_issues", "LabelIssues", "load_detector", "Detector", "DetectorScores")
 __all__ = ["__version__", *_API]
 
 

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from deft_lightning.distributed import concat_rows, gather_rows_by_index
 from deft_lightning.io import atomic_path
-from deft_lightning.selection.clean_selection import CleanSelection
+from deft_lightning.selection.clean_selection import CleanSelection, label_quality_scores
 
 
 class SelectionWriter(Callback):
@@ -20,7 +20,9 @@ class SelectionWriter(Callback):
     The CSV is renamed into place only when complete, and every rank waits for it before going on.
     Rules that need every sample at once (small-loss ranking, GMM) run on the gathered rows through
     the module's ``finalize_selection``; ``sample_ids`` and ``class_names`` make the file readable, and
-    ``fingerprint`` ties it to the data it was made from.
+    ``fingerprint`` ties it to the data it was made from. Beside the CSV: ``pred_probs.npy``,
+    ``classes.txt`` (the class of each ``pred_probs`` column, one per line) and, when the module returned
+    them (``report.features=true``), ``features.npy``: the L2-normalised image features of the pass.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class SelectionWriter(Callback):
         self.class_names = None if class_names is None else list(class_names)
         self.selection: CleanSelection | None = None
         self.class_probs: np.ndarray | None = None
+        self.features: np.ndarray | None = None
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rows = gather_rows_by_index(pl_module, concat_rows(pl_module.predictions))
@@ -52,25 +55,39 @@ class SelectionWriter(Callback):
         finalize = getattr(pl_module, "finalize_selection", None)
         if finalize is not None:
             rows = finalize(rows)
+        self.class_probs = rows["class_probs"].float().numpy()
+        p_clean = rows["p_clean"].double().numpy()
+        given = self.given_labels[index]
         self.selection = CleanSelection(
             index=index,
             given_label=self.given_labels[index],
             predicted_label=rows["predicted_label"].numpy(),
-            p_clean=rows["p_clean"].double().numpy(),
+            p_clean=p_clean,
             is_clean=rows["is_clean"].numpy(),
             true_label=None if self.true_labels is None else self.true_labels[index],
             sample_id=None if self.sample_ids is None else self.sample_ids[index],
             class_names=self.class_names,
             fingerprint=self.fingerprint,
+            label_quality=label_quality_scores(p_clean, given, self.class_probs),
         )
-        self.class_probs = rows["class_probs"].float().numpy()
+        if "features" in rows:
+            self.features = rows["features"].float().numpy()
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.output_dir / "pred_probs.npy") as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, self.class_probs)
+            _save_npy(self.output_dir / "pred_probs.npy", self.class_probs)
+            if self.features is not None:
+                _save_npy(self.output_dir / "features.npy", self.features)
+            if self.class_names is not None:
+                with atomic_path(self.output_dir / "classes.txt") as tmp:
+                    tmp.write_text("".join(f"{name}\n" for name in self.class_names), encoding="utf-8")
             self.selection.write_csv(self.output_dir / "selection.csv")
         trainer.strategy.barrier("selection_written")
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
 
 
 class OnlineSelectionRecorder(Callback):

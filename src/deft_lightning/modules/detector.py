@@ -99,7 +99,10 @@ class DetectorModule(PerSampleDetector):
 
     def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(s⁺, s⁻): scaled similarities to the positive prompts and, from detached features, the negative."""
-        image_features = self.encode_image(images)
+        return self.scores_of_features(self.encode_image(images))
+
+    def scores_of_features(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s⁺, s⁻) of already encoded (normalised) image features."""
         positive, negative = self.encode_text()
         s_pos = self.logit_scale * image_features @ positive.t()
         s_neg = self.logit_scale * image_features.detach() @ negative.t()
@@ -180,7 +183,8 @@ class DetectorModule(PerSampleDetector):
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, labels, indices = batch
-        s_pos, s_neg = self.scores(images)
+        image_features = self.encode_image(images)
+        s_pos, s_neg = self.scores_of_features(image_features)
         p_yes = class_yes_probability(s_pos, s_neg)
         out = {
             "index": indices,
@@ -189,6 +193,8 @@ class DetectorModule(PerSampleDetector):
             "predicted_label": s_pos.argmax(dim=1),
             "class_probs": s_pos.softmax(dim=1),
         }
+        if self.return_features:
+            out["features"] = image_features.float()
         return self._store(out)
 
     # ----- checkpoints and the reusable detector artefact --------------------------------------

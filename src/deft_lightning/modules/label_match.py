@@ -51,7 +51,11 @@ class LabelMatchModule(PerSampleDetector):
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, labels, indices = batch
-        return self._store({"index": indices, **label_match_selection(self(images), labels)})
+        image_features = self.encode_image(images)
+        rows = {"index": indices, **label_match_selection(self.logit_scale * image_features @ self.encode_text().t(), labels)}
+        if self.return_features:
+            rows["features"] = image_features
+        return self._store(rows)
 
     def configure_optimizers(self):
         raise RuntimeError("the label-match detector has nothing to train; run only inference")

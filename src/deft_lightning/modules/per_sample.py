@@ -24,6 +24,8 @@ class PerSampleDetector(L.LightningModule):
         self.online_records: list[torch.Tensor] = []  # (index, selected) rows of the current epoch
         self.test_accuracy = nn.ModuleList()
         self.eval_set_names: list[str] = ["test"]
+        # report.features: the inference pass also returns the L2-normalised image features ("features")
+        self.return_features = False
 
     def set_eval_sets(self, names: list[str]) -> None:
         self.eval_set_names = list(names)

@@ -115,16 +115,20 @@ class SmallLossModule(PerSampleDetector):
     # ----- the final inference pass -----------------------------------------------------------
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, labels, indices = batch
-        logits = self(images).float()
+        projected = self.visual_encoder(images)
+        logits = self.head(projected).float()
         probs = logits.softmax(dim=1)
-        return self._store({
+        rows = {
             "index": indices,
             "p_clean": probs.gather(1, labels.view(-1, 1)).squeeze(1),
             "is_clean": torch.zeros_like(labels, dtype=torch.bool),  # decided over the whole set, below
             "predicted_label": probs.argmax(dim=1),
             "class_probs": probs,
             "loss": F.cross_entropy(logits, labels, reduction="none"),
-        })
+        }
+        if self.return_features:
+            rows["features"] = F.normalize(projected.float(), dim=-1)
+        return self._store(rows)
 
     def finalize_selection(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         mask, posterior = small_loss_selection(

@@ -5,7 +5,10 @@ resolved as an OmegaConf interpolation. It holds tensors and plain values only:
 
 - ``format`` / ``format_version``; ``kind`` (``deft`` or ``small_loss``) and ``detector_name``;
 - ``class_names``: the classes it was trained on;
-- ``clip``: the CLIP ``model_name``, open_clip ``pretrained`` tag and local ``weights`` path it used;
+- ``clip``: the CLIP ``model_name``, open_clip ``pretrained`` tag and local ``weights`` path it used,
+  and for a CLIP with random weights (no tag, no file) the ``init_seed`` it was drawn with;
+- ``inputs`` (optional): the transform ``family`` and stored ``native_size`` of the training images,
+  so that new images are scored with the inference pass's test-time transform;
 - ``peft``: the *name* of one of the project's own PEFT choices (``conf/peft/<name>.yaml``) and its
   numeric/string options;
 - ``detector``: the prompt and rule options that shape the detector (numbers, strings, booleans);
@@ -58,10 +61,11 @@ DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
         "epochs": int,
     },
 }
-CLIP_OPTIONS = {"model_name": str, "pretrained": TEXT_OR_NONE, "weights": TEXT_OR_NONE}
+CLIP_OPTIONS = {"model_name": str, "pretrained": TEXT_OR_NONE, "weights": TEXT_OR_NONE, "init_seed": (int, type(None))}
+INPUT_OPTIONS = {"family": str, "native_size": (int, type(None))}
 EXTRA_OPTIONS = {"estimated_forget_rate": NUMBER}
 TOP_LEVEL = ("format", "format_version", "kind", "detector_name", "class_names", "clip", "peft", "detector",
-             "optimizer", "state_dict", "extra")
+             "optimizer", "state_dict", "extra", "inputs")
 PLAIN = (bool, int, float, str, type(None))
 
 
@@ -103,9 +107,21 @@ def _pick(source: dict, schema: dict) -> dict:
     return out
 
 
-def artefact_payload(kind: str, cfg: DictConfig, state_dict: dict, class_names: list[str], extra: dict) -> dict:
+def clip_init_seed(cfg: DictConfig) -> int | None:
+    """The seed a CLIP with random weights (no pretrained tag, no file) is drawn with; None otherwise."""
+    clip = cfg.detector.clip
+    if clip.get("pretrained") or clip.get("weights"):
+        return None
+    seed = clip.get("init_seed")
+    return int(seed if seed is not None else cfg.get("seed", 0))
+
+
+def artefact_payload(kind: str, cfg: DictConfig, state_dict: dict, class_names: list[str], extra: dict,
+                     inputs: dict | None = None) -> dict:
     """The plain-valued artefact of a trained detector (see the module docstring)."""
     detector = OmegaConf.to_container(cfg.detector, resolve=True)
+    clip = _pick(detector.get("clip") or {}, CLIP_OPTIONS)
+    clip["init_seed"] = clip_init_seed(cfg)
     peft = OmegaConf.to_container(cfg.peft, resolve=True)
     optimizer = dict(detector.get("optimizer") or {})
     target = str(optimizer.get("_target_", ""))
@@ -115,7 +131,7 @@ def artefact_payload(kind: str, cfg: DictConfig, state_dict: dict, class_names: 
         "kind": kind,
         "detector_name": str(detector.get("name", kind)),
         "class_names": [str(c) for c in class_names],
-        "clip": _pick(detector.get("clip") or {}, CLIP_OPTIONS),
+        "clip": clip,
         "peft": {"name": str(peft.get("name", "")),
                  "options": {k: _plain(v) for k, v in (peft.get("module") or {}).items()
                              if not str(k).startswith("_")}},
@@ -123,6 +139,7 @@ def artefact_payload(kind: str, cfg: DictConfig, state_dict: dict, class_names: 
         "optimizer": {"name": target.rsplit(".", 1)[-1], **_plain(optimizer)},
         "state_dict": state_dict,
         "extra": {k: float(v) for k, v in (extra or {}).items() if k in EXTRA_OPTIONS},
+        "inputs": _pick(inputs or {}, INPUT_OPTIONS),
     }
 
 
@@ -223,6 +240,7 @@ def check_artefact(payload: Any, path: Path) -> None:
     _check_schema(payload.get("clip") or {}, CLIP_OPTIONS, "clip", path)
     _check_schema(payload.get("detector") or {}, DETECTOR_OPTIONS[kind], "detector", path)
     _check_schema(payload.get("extra") or {}, EXTRA_OPTIONS, "extra", path)
+    _check_schema(payload.get("inputs") or {}, INPUT_OPTIONS, "inputs", path)
     peft = payload.get("peft")
     if not isinstance(peft, dict) or set(peft) - {"name", "options"} or not isinstance(peft.get("name"), str):
         _refuse(path, "peft", "must be {name: <one of the project's PEFT choices>, options: {...}}")

@@ -18,11 +18,28 @@ from deft_lightning.modules.small_loss import SmallLossModule
 SYNTHETIC_NOISE = ("sym", "asym", "idn")
 
 
+def detector_clip(cfg: DictConfig):
+    """The detector's frozen CLIP and its input.
+
+    A CLIP with random weights (no pretrained tag, no file: the offline demo) is drawn right after
+    ``torch.manual_seed(detector.clip.init_seed)`` (default: ``seed``), so the seed recorded in the
+    artefact rebuilds the very same weights anywhere (``load_detector``). In the pipeline this re-seeding
+    happens just after the run's own ``seed_everything(seed)``, so the random stream (and every result)
+    is what it was before the seed was made explicit.
+    """
+    from deft_lightning.pipeline.artefact import clip_init_seed
+
+    clip = cfg.detector.clip
+    seed = clip_init_seed(cfg)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return create_clip(clip.model_name, clip.pretrained, clip.weights, cfg.paths.cache_dir)
+
+
 def build_label_match(cfg: DictConfig, class_names: list[str]) -> tuple[LabelMatchModule, InputConfig]:
     """Zero-shot CLIP with "a photo of a {class}." prompts."""
     detector = cfg.detector
-    clip_model, inputs = create_clip(detector.clip.model_name, detector.clip.pretrained, detector.clip.weights,
-                                     cfg.paths.cache_dir)
+    clip_model, inputs = detector_clip(cfg)
     module = LabelMatchModule(
         clip_model,
         class_names,
@@ -38,8 +55,7 @@ def build_small_loss(
 ) -> tuple[SmallLossModule, InputConfig]:
     """CLIP's visual tower with the configured PEFT and a linear head on the projected features."""
     detector = cfg.detector
-    clip_model, inputs = create_clip(detector.clip.model_name, detector.clip.pretrained, detector.clip.weights,
-                                     cfg.paths.cache_dir)
+    clip_model, inputs = detector_clip(cfg)
     visual_encoder = instantiate(cfg.peft.module)(visual=clip_model.visual)
     head_init = str(detector.get("head_init", "random"))
     if head_init not in ("random", "text"):

@@ -20,7 +20,7 @@ from deft_lightning.callbacks import OnlineSelectionRecorder, SelectionWriter
 from deft_lightning.data.datamodule import NoisyLabelDataModule
 from deft_lightning.errors import ArtifactError, ConfigError, SelectionError
 from deft_lightning.io import atomic_path
-from deft_lightning.models.clip import create_clip, get_tokenizer, resolve_logit_scale
+from deft_lightning.models.clip import get_tokenizer, resolve_logit_scale
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.models.prompts import DualPromptLearner
 from deft_lightning.modules.detector import DetectorModule
@@ -31,7 +31,7 @@ from deft_lightning.pipeline.artefact import (  # noqa: F401  (re-exported: the 
     config_from_artefact,
     read_artefact,
 )
-from deft_lightning.pipeline.baselines import build_label_match, build_small_loss
+from deft_lightning.pipeline.baselines import build_label_match, build_small_loss, detector_clip
 from deft_lightning.pipeline.common import build_trainer, finish_wandb, log_detection_images, resume_checkpoint
 from deft_lightning.reporting.report import P_CLEAN_MEANING, write_report
 from deft_lightning.selection.clean_selection import CleanSelection
@@ -62,7 +62,7 @@ def build_detector(cfg: DictConfig, class_names: list[str], noise=None) -> tuple
 def build_deft_detector(cfg: DictConfig, class_names: list[str]) -> tuple[DetectorModule, InputConfig]:
     """CLIP (frozen) + the configured visual PEFT + dual prompts, wrapped in a DetectorModule."""
     clip_cfg = cfg.detector.clip
-    clip_model, inputs = create_clip(clip_cfg.model_name, clip_cfg.pretrained, clip_cfg.weights, cfg.paths.cache_dir)
+    clip_model, inputs = detector_clip(cfg)
     visual_encoder = instantiate(cfg.peft.module)(visual=clip_model.visual)
     prompt = cfg.detector.prompt
     prompt_learner = DualPromptLearner(
@@ -111,6 +111,8 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     if artefact is not None:
         load_detector_weights(module, artefact, weights_path)
     module.set_eval_sets(dm.eval_set_names)
+    report = cfg.get("report") or {}
+    module.return_features = bool(report.get("features", False))
     dm.configure_inputs(inputs)
     dm.batch_size = int(cfg.detector.batch_size)
     dm.set_clean_mask(None)
@@ -150,8 +152,9 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     summary["fingerprint"] = fingerprint.to_dict()
     if trainer.is_global_zero:
         if any(p.requires_grad for p in module.parameters()):
-            save_detector_weights(module, cfg, out_dir / "detector_weights.pt", dm.class_names)
-        report = cfg.get("report") or {}
+            save_detector_weights(module, cfg, out_dir / "detector_weights.pt", dm.class_names,
+                                  inputs={"family": dm.files.family, "native_size": dm._native_size()})
+        summary["export"] = export_selection(report.get("export") or {}, out_dir, selection, dm, writer.class_probs)
         summary = write_report(  # summary.json last: it marks phase 1 as complete
             out_dir, selection, summary, dm.files.train, dm.num_classes,
             num_suspects=int(report.get("num_suspects", 36)), parquet=bool(report.get("parquet", True)),
@@ -193,11 +196,33 @@ def load_selection(path: str | Path, dm: NoisyLabelDataModule) -> CleanSelection
     return selection
 
 
-def save_detector_weights(module: L.LightningModule, cfg: DictConfig, path: Path, class_names: list[str] | None = None) -> None:
+def export_selection(options, out_dir: Path, selection: CleanSelection, dm: NoisyLabelDataModule,
+                     pred_probs: np.ndarray | None) -> dict:
+    """``report.export``: the cleaned dataset as ``clean_dataset.csv`` for ``dataset=csv`` (see
+    ``reporting/export.py``); what was written, or why nothing was, for the summary."""
+    if not bool(options.get("enabled", False)):
+        return {"skipped": "report.export.enabled=false"}
+    if dm.files.train.paths is None:
+        return {"skipped": "the dataset is held in memory (no image files), so there is no path,label CSV to "
+                           "write; selection.csv and pred_probs.npy hold the result"}
+    from deft_lightning.reporting.export import export_clean_dataset
+
+    symlink_dir = options.get("symlink_dir")
+    threshold = options.get("relabel_threshold")
+    return export_clean_dataset(out_dir, selection, dm.files.train, dm.class_names, pred_probs=pred_probs,
+                                relabel_threshold=None if threshold is None else float(threshold),
+                                symlink_dir=None if symlink_dir is None else Path(str(symlink_dir)).expanduser(),
+                                test_splits=dm.files.test)
+
+
+def save_detector_weights(module: L.LightningModule, cfg: DictConfig, path: Path, class_names: list[str] | None = None,
+                          inputs: dict | None = None) -> None:
     """Only the trained prompts and PEFT parameters (kilobytes to MB), plus plain values saying how to
-    rebuild them through the project's own config (see ``pipeline/artefact.py``)."""
+    rebuild them through the project's own config (see ``pipeline/artefact.py``); ``inputs`` records the
+    training images' transform family, for scoring new images the same way."""
     extra = module.artefact_extras() if hasattr(module, "artefact_extras") else {}
-    payload = artefact_payload(detector_kind(cfg), cfg, module.trainable_state_dict(), list(class_names or []), extra)
+    payload = artefact_payload(detector_kind(cfg), cfg, module.trainable_state_dict(), list(class_names or []), extra,
+                               inputs)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

@@ -1,4 +1,4 @@
-"""A picture grid of suspected label issues: image, given class, predicted class, p_clean.
+"""A picture grid of suspected label issues: image, given class, predicted class (true class when known), p_clean.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot state, no display needed), so it is
 safe in worker processes and headless servers.
@@ -24,6 +24,7 @@ class SuspectTile:
     given_class: str
     predicted_class: str
     p_clean: float
+    true_class: str | None = None  # shown when the true labels are known
 
 
 def save_suspects_grid(path: str | Path, tiles: list[SuspectTile], columns: int = 6, title: str | None = None) -> Path:
@@ -37,7 +38,8 @@ def save_suspects_grid(path: str | Path, tiles: list[SuspectTile], columns: int 
     else:
         columns = max(1, min(int(columns), len(tiles)))
         rows = int(np.ceil(len(tiles) / columns))
-        figure = Figure(figsize=(2.3 * columns, 2.75 * rows + (0.4 if title else 0.0)), dpi=100, layout="constrained")
+        extra = 0.25 if any(tile.true_class is not None for tile in tiles) else 0.0
+        figure = Figure(figsize=(2.3 * columns, (2.75 + extra) * rows + (0.4 if title else 0.0)), dpi=100, layout="constrained")
         axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
         for axis in axes:
             axis.axis("off")
@@ -48,7 +50,8 @@ def save_suspects_grid(path: str | Path, tiles: list[SuspectTile], columns: int 
                 axis.imshow(np.asarray(thumbnail))
             axis.set_title(
                 f"#{tile.index}  p_clean={tile.p_clean:.3g}\n"
-                f"given: {_short(tile.given_class)}\npredicted: {_short(tile.predicted_class)}",
+                f"given: {_short(tile.given_class)}\npredicted: {_short(tile.predicted_class)}"
+                + (f"\ntrue: {_short(tile.true_class)}" if tile.true_class is not None else ""),
                 fontsize=8, loc="left",
             )
         if title:

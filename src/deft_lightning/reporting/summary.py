@@ -13,8 +13,15 @@ def format_summary(results: dict) -> str:
         if detection.get("true_labels_known") is False:
             rows.append(("true labels", "unknown: no precision / recall (see the report's ranking)"))
         elif "precision" in inference:
-            rows.append(("detection precision / recall / F1",
+            rows.append(("clean set precision / recall / F1",
                          f"{100 * inference['precision']:.2f} / {100 * inference['recall']:.2f} / {100 * inference['f1']:.2f}"))
+            if "issue_precision" in inference:
+                rows.append(("issue set precision / recall / F1",
+                             f"{100 * inference['issue_precision']:.2f} / {100 * inference['issue_recall']:.2f}"
+                             f" / {100 * inference['issue_f1']:.2f}"))
+        export = detection.get("export") or {}
+        if export.get("file"):
+            rows.append(("cleaned dataset (dataset=csv)", str(export["file"])))
         for name, value in detection.get("detector_test_accuracy", {}).items():
             rows.append((f"phase-1 detector {name.split('/')[-1]}", f"{100 * value:.2f}%"))
     adaptation = results.get("adaptation")

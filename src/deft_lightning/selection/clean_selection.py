@@ -19,6 +19,41 @@ COLUMNS = ["index", "given_label", "predicted_label", "p_clean", "is_clean"]
 # What we write: the required columns with human-readable ones beside them, cleanlab-style.
 REPORT_COLUMNS = ["index", "sample_id", "given_label", "given_class", "predicted_label", "predicted_class",
                   "p_clean", "is_clean", "is_label_issue"]
+# The ranking, when the class probabilities were known at writing time (see ``label_quality_scores``).
+QUALITY_COLUMNS = ["label_quality", "rank"]
+SCORED_SETS = ("precision/recall/f1: the clean set (is_clean against given == true label); "
+               "issue_precision/issue_recall/issue_f1: the issue set (is_label_issue against given != true label)")
+
+
+def label_quality_scores(p_clean: np.ndarray, given_label: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """``label_quality = sqrt(p_clean · pred_probs[i, given_i])`` in [0, 1]; low = likely label issue.
+
+    Two estimates of "the given label is right" from different parts of the detector: DEFT's ``p_clean``
+    (the negative-prompt threshold at the given class) and the self-confidence (the positive-prompt
+    classifier's probability of the given class against the other classes), combined by their geometric
+    mean. Where ``p_clean`` already is the self-confidence (label_match, small_loss rank) it reduces to it.
+    """
+    p_clean = np.clip(np.asarray(p_clean, dtype=np.float64), 0.0, 1.0)
+    given = np.asarray(given_label, dtype=np.int64)
+    self_confidence = np.clip(np.asarray(pred_probs, dtype=np.float64)[np.arange(len(given)), given], 0.0, 1.0)
+    return np.sqrt(p_clean * self_confidence)
+
+
+def quality_rank(label_quality: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """1 = most likely label issue (lowest ``label_quality``; ties by dataset index)."""
+    order = np.lexsort((np.asarray(index), np.asarray(label_quality)))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    return rank
+
+
+def set_metrics(selected: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Precision / recall / F1 of a boolean ``selected`` set against the boolean ``target`` set."""
+    preds = torch.as_tensor(np.asarray(selected, dtype=bool)).long()
+    target = torch.as_tensor(np.asarray(target, dtype=bool)).long()
+    return {"precision": round(float(binary_precision(preds, target)), 6),
+            "recall": round(float(binary_recall(preds, target)), 6),
+            "f1": round(float(binary_f1_score(preds, target)), 6)}
 
 
 @dataclass
@@ -41,10 +76,12 @@ class CleanSelection:
     class_names: list[str] | None = None
     fingerprint: Fingerprint | None = None
     source: str | None = None
+    label_quality: np.ndarray | None = None  # see label_quality_scores; the rank follows from it
 
     def __post_init__(self) -> None:
         order = np.argsort(self.index, kind="stable")
-        for name in ("index", "given_label", "predicted_label", "p_clean", "is_clean", "true_label", "sample_id"):
+        for name in ("index", "given_label", "predicted_label", "p_clean", "is_clean", "true_label", "sample_id",
+                     "label_quality"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, np.asarray(value)[order])
@@ -58,6 +95,11 @@ class CleanSelection:
     @property
     def is_label_issue(self) -> np.ndarray:
         return ~self.is_clean
+
+    @property
+    def rank(self) -> np.ndarray | None:
+        """1 = most likely label issue (lowest label_quality); None without a label_quality."""
+        return None if self.label_quality is None else quality_rank(self.label_quality, self.index)
 
     def class_name(self, labels: np.ndarray) -> np.ndarray:
         """Names of ``labels`` (the label number as text where no name is known)."""
@@ -77,24 +119,27 @@ class CleanSelection:
             )
         return self.is_clean.copy()
 
-    def metrics(self) -> dict[str, float]:
-        """Clean fraction, and global precision/recall/F1 of the mask when the true labels are known."""
+    def metrics(self) -> dict:
+        """Clean fraction and, when the true labels are known, precision/recall/F1 of both sets.
+
+        ``precision`` / ``recall`` / ``f1`` (the names older readers know) are those of the *clean set*
+        (is_clean against given == true); ``issue_precision`` / ``issue_recall`` / ``issue_f1`` score the
+        *issue set* (is_label_issue against given != true), which is what cleanlab's figures mean.
+        """
         out = {"num_samples": int(len(self)), "num_clean": int(self.is_clean.sum()),
                "clean_fraction": float(self.is_clean.mean()) if len(self) else 0.0}
         if self.true_label is not None:
-            preds = torch.as_tensor(self.is_clean)
-            target = torch.as_tensor(self.given_label == self.true_label)
-            out.update(
-                precision=round(float(binary_precision(preds.long(), target.long())), 6),
-                recall=round(float(binary_recall(preds.long(), target.long())), 6),
-                f1=round(float(binary_f1_score(preds.long(), target.long())), 6),
-                actual_noise_rate=round(float(1.0 - target.double().mean()), 6),
-            )
+            truly_clean = self.given_label == self.true_label
+            out.update(set_metrics(self.is_clean, truly_clean))
+            out["actual_noise_rate"] = round(float(1.0 - truly_clean.mean()), 6) if len(self) else 0.0
+            out.update({f"issue_{k}": v for k, v in set_metrics(self.is_label_issue, ~truly_clean).items()})
+            out["scored_sets"] = SCORED_SETS
         return out
 
     # ----- files ------------------------------------------------------------------------------
     def columns(self) -> list[str]:
-        return (REPORT_COLUMNS + (["true_label"] if self.true_label is not None else [])
+        return (REPORT_COLUMNS + (QUALITY_COLUMNS if self.label_quality is not None else [])
+                + (["true_label"] if self.true_label is not None else [])
                 + (["fingerprint"] if self.fingerprint is not None else []))
 
     def to_columns(self) -> dict[str, np.ndarray]:
@@ -110,6 +155,9 @@ class CleanSelection:
             "is_clean": self.is_clean,
             "is_label_issue": self.is_label_issue,
         }
+        if self.label_quality is not None:
+            table["label_quality"] = self.label_quality.astype(np.float64)
+            table["rank"] = self.rank
         if self.true_label is not None:
             table["true_label"] = self.true_label.astype(np.int64)
         if self.fingerprint is not None:
@@ -119,7 +167,7 @@ class CleanSelection:
     def write_csv(self, path: str | Path) -> None:
         table = self.to_columns()
         columns = [table[name].tolist() for name in self.columns()]
-        floats = {self.columns().index("p_clean")}
+        floats = {self.columns().index(name) for name in ("p_clean", "label_quality") if name in self.columns()}
         flags = {self.columns().index("is_clean"), self.columns().index("is_label_issue")}
 
         def rows():
@@ -197,6 +245,7 @@ class CleanSelection:
             class_names=_class_names_from_columns(data),
             fingerprint=fingerprint,
             source=str(path),
+            label_quality=column("label_quality", np.float64) if "label_quality" in data else None,
         )
 
 

@@ -139,12 +139,15 @@ def read_csv(
     ``max + 1`` classes and every class must have a sample (a typo such as ``99`` among ``0, 1, 2``
     is an error listing the empty classes); name labels that differ only by case or whitespace are an
     error (pass ``class_names`` to keep them apart on purpose). ``encoding`` is the file's text
-    encoding (default UTF-8, with or without a byte-order mark).
+    encoding (default UTF-8, with or without a byte-order mark). Without ``class_names`` and
+    ``num_classes``, a ``classes.txt`` beside the CSV (as the cleaned-dataset export writes) fixes them.
     """
     root = Path(root)
     csv_file = root if root.is_file() else root / file
     require_path(csv_file, "Label CSV", CSV_LAYOUT)
     base = csv_file.parent
+    if class_names is None and num_classes is None and (base / "classes.txt").is_file():
+        class_names = str(base / "classes.txt")  # the exported dataset's class order, not a sorted one
     names_given = _load_class_names(class_names, csv_file)
     if num_classes is not None:
         if int(num_classes) <= 0:
