@@ -87,8 +87,9 @@ def read_metrics(run_dir) -> dict:
 def test_every_method_runs_on_the_demo(method, demo_overrides, tmp_path):
     # baselines train on the given labels: no phase 1 and no selection file needed
     phases = "[detect,adapt]" if method == "deft" else "[adapt]"
+    # debug=fast now wins over the demo's epochs (it is applied last): keep the demo's 2 phase-2 epochs
     cfg = compose(demo_overrides + ["debug=fast", f"method={method}", f"phases={phases}", "logger=none",
-                                    "detector.epochs=1"])
+                                    "detector.epochs=1", "backbone.epochs=2"])
     results = train(cfg)["adaptation"]
     metrics = read_metrics(tmp_path / "run")
     assert metrics["method"] == method and results["test"] == metrics["test"]
