@@ -86,3 +86,51 @@ def test_bad_inputs_raise_user_errors_naming_the_problem(tmp_path):
         deft_lightning.find_label_issues(np.zeros((2, 8, 8, 3), np.uint8), [0, 2], overrides=FAST_DEMO)
     with pytest.raises(UserError, match="does-not-exist"):
         deft_lightning.find_label_issues(tmp_path / "does-not-exist", overrides=FAST_DEMO)
+
+
+# ----- the new outputs of the CLI run and load_detector (issue 15, items 1-3) -------------------------
+def test_cli_run_writes_the_ranking_class_order_and_the_cleaned_dataset(cli_run):
+    tmp, root, _, labels, selection, pred_probs = cli_run
+    out = tmp / "cli" / "detection"
+    assert (out / "classes.txt").read_text().splitlines() == list(CLASSES)
+    self_confidence = pred_probs[np.arange(len(selection)), selection["given_label"]]
+    np.testing.assert_allclose(selection["label_quality"], np.sqrt(selection["p_clean"] * self_confidence), atol=1e-7)
+    assert sorted(selection["rank"]) == list(range(1, len(selection) + 1))
+    by_rank = selection.sort_values("rank")["label_quality"].to_numpy()
+    assert (np.diff(by_rank) >= 0).all()  # rank 1 = lowest label_quality
+    exported = pd.read_csv(out / "clean_dataset.csv")
+    kept = selection[selection["is_clean"] == 1]
+    assert list(exported["path"]) == [str((root / sid).resolve()) for sid in kept["sample_id"]]  # ids: train/<class>/<file>
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["export"]["kept"] == len(kept) and "clean_dataset.csv" in summary["files"]
+    assert summary["estimated_noise"]["file"] == "noise_matrix.npy"
+    matrix = np.load(out / "noise_matrix.npy")
+    assert matrix.shape == (3, 3) and matrix.sum() == int((selection["is_label_issue"] == 1).sum())
+
+
+def test_load_detector_reproduces_the_cli_p_clean_on_paths_arrays_and_pil_images(cli_run):
+    tmp, root, images, labels, selection, pred_probs = cli_run
+    detector = deft_lightning.load_detector(tmp / "cli" / "detection" / "detector_weights.pt", cache_dir=tmp / "cache")
+    assert detector.class_names == list(CLASSES) and detector.kind == "deft" and detector.family == "generic"
+    paths = [root / sid for sid in selection["sample_id"]]
+    order = [list(selection["sample_id"]).index(f"train/{lab}/{lab}_{i % 4}.png") for i, lab in enumerate(labels)]
+    for data, given, rows in ((paths, list(selection["given_class"]), np.arange(len(selection))),
+                              (images, labels, np.asarray(order)),
+                              ([Image.fromarray(a) for a in images], labels, np.asarray(order))):
+        scores = detector.score(data, given, batch_size=5)  # batches that do not divide the set
+        expected = selection.iloc[rows].reset_index(drop=True)
+        np.testing.assert_allclose(scores.table["p_clean"], expected["p_clean"], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(scores.pred_probs, pred_probs[rows], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(scores.table["label_quality"], expected["label_quality"], atol=1e-6, rtol=0)
+        assert list(scores.table["is_clean"].astype(int)) == list(expected["is_clean"])
+        assert list(scores.table["predicted_label"]) == list(expected["predicted_label"])
+    unlabelled = detector.score(paths).table
+    assert "p_clean" not in unlabelled and list(unlabelled["predicted_label"]) == list(selection["predicted_label"])
+    same = selection["predicted_label"] == selection["given_label"]  # there, p_clean is of the predicted class
+    np.testing.assert_allclose(unlabelled["p_clean_predicted"][same], selection["p_clean"][same], atol=1e-6, rtol=0)
+    with pytest.raises(UserError, match="not one of the detector's classes"):
+        detector.score(paths[:1], ["wolf"])
+    with pytest.raises(UserError, match="no such file"):
+        deft_lightning.load_detector(tmp / "nowhere.pt")

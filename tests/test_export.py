@@ -69,3 +69,42 @@ def test_exported_csv_trains_with_dataset_csv_without_edits(tmp_path):
     kept = int(selection.is_clean.sum())
     assert results["detection"]["counts"]["num_samples"] == kept  # the exported training set, nothing else
     assert results["adaptation"]["num_train_samples"] <= kept and 0.0 <= results["adaptation"]["test"]["best"] <= 1.0
+
+
+def test_the_exported_csv_reads_back_in_its_own_class_order_not_sorted(tmp_path):
+    """classes.txt beside the CSV fixes the class order (the reader would sort the names otherwise)."""
+    from deft_lightning.data.readers.user import read_csv
+
+    names = ["zebra", "ant", "moth"]  # not alphabetical
+    paths = [str(tmp_path / f"{i}.png") for i in range(6)]
+    for path in paths:
+        __import__("PIL.Image", fromlist=["Image"]).new("RGB", (8, 8)).save(path)
+    given = np.arange(6) % 3
+    selection = CleanSelection(np.arange(6), given, given, np.ones(6), np.ones(6, bool), class_names=names)
+    export_clean_dataset(tmp_path / "export", selection, Split(paths=paths, clean_labels=given), names)
+    files = read_csv(tmp_path / "export" / "clean_dataset.csv")
+    assert files.class_names == names
+    assert list(files.train.best_labels) == list(given)  # the same label numbers as the run that exported it
+    (tmp_path / "export" / "classes.txt").unlink()
+    assert read_csv(tmp_path / "export" / "clean_dataset.csv").class_names == sorted(names)  # without it: sorted
+
+
+def test_detect_exports_image_file_datasets_and_notes_the_skip_for_in_memory_ones(tmp_path):
+    from deft_lightning.detect import detect
+
+    root = make_imagefolder(tmp_path / "data", per_class=4, test_per_class=2)
+    common = ["experiment=demo", "noise=none", "detector=label_match", "callbacks.progress_bar=false",
+              f"paths.cache_dir={tmp_path / 'cache'}"]
+    summary = detect(compose(common + ["dataset=imagefolder", f"dataset.root={root}",
+                                       "report.export.relabel_threshold=0.2",
+                                       f"report.export.symlink_dir={tmp_path / 'links'}",
+                                       f"paths.output_dir={tmp_path / 'files'}"], config_name="detect"))["detection"]
+    export = summary["export"]
+    rows = _rows(tmp_path / "files" / "detection" / "clean_dataset.csv")
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert export["kept"] == len(train_rows) == summary["counts"]["num_clean"] + export["relabelled"]
+    assert export["symlink_dir"] == str(tmp_path / "links") and (tmp_path / "links" / "train").is_dir()
+    assert "## Cleaned dataset" in (tmp_path / "files" / "detection" / "report.md").read_text()
+    memory = detect(compose(common + [f"paths.output_dir={tmp_path / 'memory'}"], config_name="detect"))["detection"]
+    assert "held in memory" in memory["export"]["skipped"]
+    assert not (tmp_path / "memory" / "detection" / "clean_dataset.csv").exists()

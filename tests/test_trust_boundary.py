@@ -57,7 +57,9 @@ def test_the_artefact_holds_plain_values_only(trained):
     assert payload["format"] == FORMAT and payload["format_version"] == FORMAT_VERSION
     assert payload["kind"] == "deft" and payload["class_names"] == CLASS_NAMES
     assert payload["peft"]["name"] == "vpt_deep" and payload["peft"]["options"]["num_tokens"] == 4
-    assert payload["clip"] == {"model_name": "deft-tiny-clip", "pretrained": None, "weights": None}
+    # a random-weight CLIP records the seed it was drawn with (issue 15: load_detector rebuilds it anywhere)
+    assert payload["clip"] == {"model_name": "deft-tiny-clip", "pretrained": None, "weights": None, "init_seed": 0}
+    assert payload["inputs"] == {"family": "cifar", "native_size": 32}  # the inference pass's test transform
     assert payload["detector"]["prompt"]["n_ctx"] == 4 and payload["optimizer"]["name"] == "SGD"
 
     def keys(value, where=""):
