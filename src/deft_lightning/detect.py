@@ -10,23 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig
 
+from deft_lightning import resolvers  # noqa: F401  (registers the config resolvers hydra.run.dir uses)
 from deft_lightning.cli import is_rank_zero, main_entry, run_entry
-from deft_lightning.pipeline.common import build_datamodule, finish_wandb
-from deft_lightning.pipeline.detection import DETECTION_DIR, run_detection
-from deft_lightning.reporting.summary import format_summary
-from deft_lightning.run_dir import open_run
+
+DETECTION_DIR = "detection"  # = pipeline.detection.DETECTION_DIR (not imported here: it pulls in torch)
 
 
 def detect(cfg: DictConfig) -> dict:
     """Run phase 1 and write its report; return the detection summary. Files go to ``cfg.paths.output_dir``."""
+    from deft_lightning.run_dir import open_run
+
     with open_run(cfg) as run_dir:  # locked; resume checked against the stored config; removed if nothing ran
         return _detect(cfg, run_dir)
 
 
 def _detect(cfg: DictConfig, run_dir: Path) -> dict:
+    import lightning as L
+
+    from deft_lightning.pipeline.common import build_datamodule, finish_wandb
+    from deft_lightning.pipeline.detection import run_detection
+    from deft_lightning.progress import log_to_files
+    from deft_lightning.reporting.summary import format_summary
+
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     results: dict = {"run_dir": str(run_dir)}
     try:
@@ -36,8 +43,9 @@ def _detect(cfg: DictConfig, run_dir: Path) -> dict:
     finally:
         finish_wandb()
     if is_rank_zero():
-        print(format_summary(results))
-        print(f"label-issue report: {run_dir / DETECTION_DIR / 'report.md'}")
+        text = format_summary(results) + f"\nlabel-issue report: {run_dir / DETECTION_DIR / 'report.md'}"
+        print(text)
+        log_to_files(text)  # the run's detect.log too
     return results
 
 

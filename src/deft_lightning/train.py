@@ -2,6 +2,9 @@
 
 ``train(cfg)`` is the plain, testable entry function; ``main`` wraps it with Hydra and turns known
 user errors (missing data, unavailable weights, bad options) into one clear message and exit code 2.
+
+Lightning, torch and the pipeline are imported inside the task function, after Hydra has parsed the
+command line: ``--help``, ``--cfg job`` and shell completion never pay for them.
 """
 
 from __future__ import annotations
@@ -9,27 +12,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig
 
+from deft_lightning import resolvers  # noqa: F401  (registers the config resolvers hydra.run.dir uses)
 from deft_lightning.cli import is_rank_zero, main_entry, run_entry
 from deft_lightning.errors import ConfigError
-from deft_lightning.pipeline.adaptation import run_adaptation
-from deft_lightning.pipeline.common import build_datamodule, finish_wandb
-from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
-from deft_lightning.reporting.summary import format_summary
-from deft_lightning.run_dir import open_run
 
 PHASES = ("detect", "adapt")
 
 
 def train(cfg: DictConfig) -> dict:
     """Run the configured phases; return their metrics. Files go to ``cfg.paths.output_dir``."""
+    from deft_lightning.run_dir import open_run
+
     with open_run(cfg) as run_dir:  # locked; resume checked against the stored config; removed if nothing ran
         return _train(cfg, run_dir)
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict:
+    import lightning as L
+
+    from deft_lightning.pipeline.adaptation import run_adaptation
+    from deft_lightning.pipeline.common import build_datamodule, finish_wandb
+    from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
+    from deft_lightning.progress import log_to_files
+    from deft_lightning.reporting.summary import format_summary
+
     phases = list(cfg.phases)
     unknown = [p for p in phases if p not in PHASES]
     if unknown or not phases:
@@ -53,7 +61,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     finally:
         finish_wandb()  # multirun jobs must never share, or leave open, a W&B run
     if is_rank_zero():
-        print(format_summary(results))
+        text = format_summary(results)
+        print(text)
+        log_to_files(text)  # the run's train.log too
     return results
 
 
