@@ -302,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     seed = int(recorded["recipe"]["seed"])
     config = PretrainConfig(**recorded["recipe"]["recipe"])
     path = checkpoint_path(args.cache_dir, seed, config)
+    reused = path.is_file() and args.reuse
     if path.is_file() and not args.reuse:
         path.unlink()  # from scratch
     started, load_before = time.perf_counter(), machine_load()
@@ -310,8 +311,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fresh = measure(load_model(path))
     ref = recorded["properties_fp32_checkpoint"]
     print(f"recipe: seed {seed}, {config}")
-    print(f"pretraining: {seconds:.0f} s here ({torch.get_num_threads()} threads; {load_before} at start, "
-          f"{machine_load()} at the end); recorded {recorded['pretraining'].get('seconds', float('nan')):.0f} s")
+    if reused:
+        print(f"pretraining: reused the cached checkpoint {path} (--reuse); recorded {recorded['pretraining'].get('seconds', float('nan')):.0f} s")
+    else:
+        print(f"pretraining: {seconds:.0f} s here ({torch.get_num_threads()} threads; {load_before} at start, "
+              f"{machine_load()} at the end); recorded {recorded['pretraining'].get('seconds', float('nan')):.0f} s")
     for key in ("zero_shot_test_pct", "zero_shot_check_draw_pct"):
         print(f"{key}: re-run {fresh[key]:.2f}  shipped fp32 {ref[key]:.2f}  shipped fp16 "
               f"{recorded['properties_fp16_shipped'][key]:.2f}  (difference {fresh[key] - ref[key]:+.2f} points)")
