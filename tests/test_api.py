@@ -100,7 +100,8 @@ def test_cli_run_writes_the_ranking_class_order_and_the_cleaned_dataset(cli_run)
     assert (np.diff(by_rank) >= 0).all()  # rank 1 = lowest label_quality
     exported = pd.read_csv(out / "clean_dataset.csv")
     kept = selection[selection["is_clean"] == 1]
-    assert list(exported["path"]) == [str((root / sid).resolve()) for sid in kept["sample_id"]]  # ids: train/<class>/<file>
+    # sample ids are train/<class>/<file>
+    assert list(exported["path"]) == [str((root / sid).resolve()) for sid in kept["sample_id"]]
     import json
 
     summary = json.loads((out / "summary.json").read_text())

@@ -254,7 +254,8 @@ class Detector:
         for label in labels:
             if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
                 if not 0 <= int(label) < len(self.class_names):
-                    raise ConfigError(f"label {label} is not a class index of this detector (0..{len(self.class_names) - 1}).")
+                    raise ConfigError(f"label {label} is not a class index of this detector "
+                                      f"(0..{len(self.class_names) - 1}).")
                 out.append(int(label))
             elif str(label) in index:
                 out.append(index[str(label)])

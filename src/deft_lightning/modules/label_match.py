@@ -52,7 +52,8 @@ class LabelMatchModule(PerSampleDetector):
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, labels, indices = batch
         image_features = self.encode_image(images)
-        rows = {"index": indices, **label_match_selection(self.logit_scale * image_features @ self.encode_text().t(), labels)}
+        logits = self.logit_scale * image_features @ self.encode_text().t()
+        rows = {"index": indices, **label_match_selection(logits, labels)}
         if self.return_features:
             rows["features"] = image_features
         return self._store(rows)

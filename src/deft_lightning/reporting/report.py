@@ -54,7 +54,8 @@ FILE_NOTES = {
 }
 
 
-def per_class_summary(selection: CleanSelection, num_classes: int, noise_counts: np.ndarray | None = None) -> list[dict]:
+def per_class_summary(selection: CleanSelection, num_classes: int,
+                      noise_counts: np.ndarray | None = None) -> list[dict]:
     """Per *given* class (where a user would start cleaning): samples, clean count, the estimated clean
     fraction (the class's health), its estimated noise rate, mean label_quality, the class its issues
     are most often predicted as and, when known, the true clean fraction."""
@@ -265,8 +266,8 @@ def render_markdown(summary: dict, selection: CleanSelection, suspects: np.ndarr
     lines += ["", f"## Most likely label issues ({by}, {min(rows, len(suspects))} of {len(suspects)} flagged)", ""]
     if len(suspects):
         has_truth = selection.true_label is not None
-        header = (["rank", "index", "sample_id", "given", "predicted", "p_clean"] + (["label_quality"] if ranked else [])
-                  + (["true"] if has_truth else []))
+        header = (["rank", "index", "sample_id", "given", "predicted", "p_clean"]
+                  + (["label_quality"] if ranked else []) + (["true"] if has_truth else []))
         lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         given = selection.class_name(selection.given_label[suspects[:rows]])
         predicted = selection.class_name(selection.predicted_label[suspects[:rows]])
@@ -284,7 +285,8 @@ def render_markdown(summary: dict, selection: CleanSelection, suspects: np.ndarr
     else:
         lines.append("No label issues found.")
     if "p_clean_hist.png" in summary.get("files", []):
-        split = "truly clean vs truly noisy samples" if selection.true_label is not None else "all samples (truth unknown)"
+        split = ("truly clean vs truly noisy samples" if selection.true_label is not None
+                 else "all samples (truth unknown)")
         lines += ["", f"## p_clean histogram ({split})", "", "![p_clean histogram](p_clean_hist.png)"]
 
     per_class = [c for c in summary.get("per_class", []) if c["num_samples"]]
@@ -293,7 +295,8 @@ def render_markdown(summary: dict, selection: CleanSelection, suspects: np.ndarr
     of = f", {len(worst)} of {len(per_class)}" if len(worst) < len(per_class) else ""
     truth = any("true_clean_fraction" in c for c in worst)
     lines += ["", f"## Class health: estimated clean fraction per given class (lowest first{of})", "",
-              "| class | samples | clean | clean fraction | issues most predicted as |" + (" true clean fraction |" if truth else ""),
+              "| class | samples | clean | clean fraction | issues most predicted as |"
+              + (" true clean fraction |" if truth else ""),
               "|---|---|---|---|---|" + ("---|" if truth else "")]
     for c in worst:
         row = (f"| {c['class']} | {c['num_samples']} | {c['num_clean']} | {100 * c['clean_fraction']:.1f} % | "
