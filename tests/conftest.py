@@ -31,3 +31,16 @@ def demo_overrides(tmp_path: Path) -> list[str]:
         f"paths.cache_dir={tmp_path / 'cache'}",
         "callbacks.progress_bar=false",
     ]
+
+
+@pytest.fixture(scope="session")
+def toy_detection_run(tmp_path_factory):
+    """One DEFT phase-1 run on the full toy world (sym 0.4, the toy experiment's schedule, a 200-image
+    test set), shared by the slow tests that judge it: the regression guard and the label-quality
+    comparison. Returns (detection directory, detection summary)."""
+    from deft_lightning.train import train
+
+    run = tmp_path_factory.mktemp("toy_detection") / "run"
+    cfg = compose(["experiment=toy", "phases=[detect]", "dataset.reader.num_test=200",
+                   f"paths.output_dir={run}", "callbacks.progress_bar=false"])
+    return run / "detection", train(cfg)["detection"]

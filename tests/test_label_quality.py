@@ -62,7 +62,7 @@ def measure(out_dir) -> dict[str, tuple[float, float, float, float]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_label_quality_ranks_toy_world_issues_against_cleanlab(tmp_path):
+def test_label_quality_ranks_toy_world_issues_against_cleanlab(toy_detection_run):
     """The full toy training set and schedule (sym 0.4), as the DEFT regression guard in
     test_toy_world.py, with a 200-image test set (the test set is not ranked; the training set does
     not depend on its size).
@@ -74,14 +74,7 @@ def test_label_quality_ranks_toy_world_issues_against_cleanlab(tmp_path):
     expected failure (xfail, with the numbers) until a score that wins is found on principle.
     """
     pytest.importorskip("cleanlab.rank")
-    from conftest import compose
-
-    from deft_lightning.train import train
-
-    cfg = compose(["experiment=toy", "phases=[detect]", "dataset.reader.num_test=200",
-                   f"paths.output_dir={tmp_path / 'run'}", "callbacks.progress_bar=false"])
-    train(cfg)
-    measured = measure(tmp_path / "run" / "detection")
+    measured = measure(toy_detection_run[0])  # the run the DEFT regression guard judges (conftest)
     print("\n".join(f"{name:28s} AUROC {a:.4f}  P@10 {p10:.2f}  P@50 {p50:.2f}  P@100 {p100:.2f}"
                     for name, (a, p10, p50, p100) in measured.items()))
     assert measured["label_quality"][0] >= measured["normalized_margin"][0], measured
