@@ -328,3 +328,23 @@ def test_undecodable_or_unreadable_list_files_name_the_file(tmp_path):
     listing.mkdir()  # a folder where the list should be
     with pytest.raises(DatasetError, match=r"Cannot read the WebVision validation list .*val_filelist\.txt"):
         read_webvision(wv)
+
+
+def test_on_bad_image_skip_records_the_skipped_files_in_the_run(tmp_path):
+    """``data.on_bad_image=skip`` through the real entry point: the run writes RUN/skipped_images.json."""
+    import json
+
+    from conftest import compose
+    from deft_lightning.detect import detect
+
+    root = make_imagefolder(tmp_path / "data")
+    bad = add_bad_images(root / "train" / "dog")
+    bad["truncated"].unlink()  # it passes the cheap check and would stop the run at its decode (tested above)
+    run = tmp_path / "run"
+    detect(compose(["experiment=demo", "dataset=imagefolder", f"dataset.root={root}", "noise=none",
+                    "detector=label_match", "dataset.batch_size=4", "data.on_bad_image=skip",
+                    f"paths.output_dir={run}", f"paths.cache_dir={tmp_path / 'cache'}",
+                    "callbacks.progress_bar=false"], config_name="detect"))
+    record = json.loads((run / "skipped_images.json").read_text())
+    assert record["count"] == 2 and {Path(f["path"]).name for f in record["files"]} == {
+        bad["empty"].name, bad["not_image"].name}

@@ -29,7 +29,7 @@ def detect(cfg: DictConfig) -> dict:
 def _detect(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
 
-    from deft_lightning.pipeline.common import build_datamodule, finish_wandb
+    from deft_lightning.pipeline.common import finish_wandb, load_datamodule
     from deft_lightning.pipeline.detection import run_detection
     from deft_lightning.progress import log_to_files
     from deft_lightning.reporting.summary import format_summary
@@ -37,8 +37,7 @@ def _detect(cfg: DictConfig, run_dir: Path) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     results: dict = {"run_dir": str(run_dir)}
     try:
-        dm = build_datamodule(cfg)
-        dm.load()
+        dm = load_datamodule(cfg, run_dir)
         _, results["detection"] = run_detection(cfg, dm, run_dir)
     finally:
         finish_wandb()

@@ -33,7 +33,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
 
     from deft_lightning.pipeline.adaptation import run_adaptation
-    from deft_lightning.pipeline.common import build_datamodule, finish_wandb
+    from deft_lightning.pipeline.common import finish_wandb, load_datamodule
     from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
     from deft_lightning.progress import log_to_files
     from deft_lightning.reporting.summary import format_summary
@@ -45,8 +45,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     results: dict = {"run_dir": str(run_dir)}
     try:
-        dm = build_datamodule(cfg)
-        dm.load()
+        dm = load_datamodule(cfg, run_dir)
         clean_mask = None
         if "detect" in phases:
             selection, results["detection"] = run_detection(cfg, dm, run_dir)

@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     import warnings
 
+    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; ours below must come after)
+
     from deft_lightning.aggregate import aggregate
-    from deft_lightning.train import train  # noqa: F401  (imports Lightning, whose loggers are set below)
 
     if not args.verbose:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):

@@ -55,7 +55,8 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, cle
         selection_set=HELDOUT_SET if dm.val_fraction > 0 else None,
     )
     trainer = build_trainer(cfg, "adaptation", run_dir, int(cfg.backbone.epochs), callbacks)
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "adaptation"))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "adaptation"),
+                weights_only=True)  # a checkpoint is loaded as tensors and plain values only
 
     logged = trainer.callback_metrics
     if any(f"val/{name}_acc" not in logged for name in dm.eval_set_names):

@@ -44,6 +44,21 @@ def build_datamodule(cfg: DictConfig, batch_size: int | None = None) -> NoisyLab
     )
 
 
+SKIPPED_IMAGES = "skipped_images.json"
+
+
+def load_datamodule(cfg: DictConfig, run_dir: Path) -> NoisyLabelDataModule:
+    """Build the DataModule, read the files and apply the noise; images left out by
+    ``data.on_bad_image=skip`` are recorded in ``RUN/skipped_images.json`` (by global rank 0)."""
+    dm = build_datamodule(cfg)
+    dm.load()
+    if dm.skipped_files and rank_zero_only.rank == 0:
+        from deft_lightning.io import write_json
+
+        write_json(Path(run_dir) / SKIPPED_IMAGES, {"count": len(dm.skipped_files), "files": dm.skipped_files})
+    return dm
+
+
 LAST_CHECKPOINT = "last.ckpt"
 
 
