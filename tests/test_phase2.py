@@ -332,3 +332,24 @@ def test_elr_targets_are_updated_from_every_rank(tmp_path):
     single.update_targets(torch.tensor([0, 1, 2, 3, 4]), single.clamped_probabilities(torch.cat([logits[0], logits[1][:2]])))
     torch.testing.assert_close(rank0, single.soft_targets)
     assert rank0[5].sum() == 0  # never seen
+
+
+def test_loss_mask_mode_uses_the_configured_criterion_gce():
+    """mask_mode=loss_mask with method=gce: GCE's (1 - p_y^q) / q averaged over the clean samples of the
+    batch, by hand (issue 13: the mask mode used to replace the criterion by plain CE)."""
+    from torch import nn
+
+    from deft_lightning.losses.robust import GCELoss
+    from deft_lightning.modules.adapter import AdapterModule
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-1.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 2, 1, 1])
+    clean = torch.tensor([True, False, True, False])
+    module = AdapterModule(nn.Identity(), 3, GCELoss(q=0.7), optimizer=torch.optim.SGD, loss_mask=clean)
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    loss = module.training_step((logits, labels, torch.arange(4)), 0)
+    p = torch.softmax(logits, dim=1)[torch.arange(4), labels]
+    expected = ((1 - p[0] ** 0.7) / 0.7 + (1 - p[2] ** 0.7) / 0.7) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    ce = torch.nn.functional.cross_entropy(logits[clean], labels[clean])
+    assert abs(loss.item() - ce.item()) > 1e-3  # not the CE it used to compute

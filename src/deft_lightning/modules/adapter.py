@@ -6,11 +6,11 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from deft_lightning.errors import ConfigError
 from deft_lightning.models.peft import count_parameters
 
 
@@ -18,8 +18,8 @@ class AdapterModule(L.LightningModule):
     """Cross-entropy (or a robust loss) on a classifier; test accuracy every epoch, best and last.
 
     The DataModule decides which samples are seen (``mask_mode=subset``: clean indices only). With
-    ``mask_mode=loss_mask`` (the reference) every sample is seen and the loss is averaged over the
-    clean ones; a batch with none contributes 0 instead of NaN.
+    ``mask_mode=loss_mask`` (the reference) every sample is seen and the configured criterion's
+    per-sample loss is averaged over the clean ones; a batch with none contributes 0 instead of NaN.
     """
 
     def __init__(
@@ -46,6 +46,12 @@ class AdapterModule(L.LightningModule):
         for best in self.best_accuracy:
             best.persistent(True)  # in checkpoints: a resumed run keeps the best accuracy of earlier epochs
         if loss_mask is not None:
+            if not hasattr(criterion, "reduction"):
+                raise ConfigError(
+                    f"mask_mode=loss_mask needs a criterion with a `reduction` option (per-sample losses); "
+                    f"{type(criterion).__name__} has none: use adapter.mask_mode=subset"
+                )
+            criterion.reduction = "none"  # per-sample losses, averaged over the batch's clean samples below
             self.register_buffer("loss_mask", torch.as_tensor(loss_mask, dtype=torch.bool), persistent=False)
         else:
             self.loss_mask = None
@@ -81,7 +87,7 @@ class AdapterModule(L.LightningModule):
         logits = self(images)
         if self.loss_mask is not None:
             weights = self.loss_mask[indices].to(logits.dtype)
-            per_sample = F.cross_entropy(logits, labels, reduction="none")
+            per_sample = self.criterion(logits, labels, indices)
             loss = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
         else:
             loss = self.criterion(logits, labels, indices)
