@@ -130,8 +130,9 @@ def test_a_baseline_runs_on_a_timm_backbone(backbone, method, demo_overrides, tm
 @pytest.mark.slow
 def test_gmm_under_two_processes(demo_overrides, tmp_path):
     """ddp_spawn: losses gathered by index across ranks, one broadcast selection, records back in the parent."""
+    # backbone.epochs=2: the demo's two epochs (debug=fast, applied last, would leave one and no refit)
     cfg = compose(demo_overrides + ["debug=fast", "method=gmm", "phases=[adapt]", "logger=none", "trainer=ddp_cpu",
-                                    "data.val_fraction=0.2"])
+                                    "data.val_fraction=0.2", "backbone.epochs=2"])
     metrics = train(cfg)["adaptation"]
     (record,) = metrics["gmm_selection"]
     assert record["epoch"] == 1 and record["num_samples"] == 160  # every non-held-out sample scored once
