@@ -138,7 +138,7 @@ def _dataset_source(data: Any, labels: Sequence[Any] | None, class_names: Sequen
         if labels is not None:
             raise ConfigError("labels=... goes with image paths or in-memory images, not with a folder or a CSV.")
         if path.is_file() and path.suffix.lower() == ".csv":
-            extra = [f"dataset.reader.class_names=[{','.join(class_names)}]"] if class_names else []
+            extra = [f"dataset.class_names=[{','.join(class_names)}]"] if class_names else []
             return ["dataset=csv", f"dataset.root={path}", *extra], None
         if path.is_dir() and (path / "train").is_dir():
             return ["dataset=imagefolder", f"dataset.root={path}"], None
