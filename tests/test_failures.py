@@ -16,7 +16,7 @@ import torch
 from cli_runs import FAST_DEMO, clean_env, start_cli, train_command
 from conftest import compose
 from deft_lightning import errors
-from deft_lightning.pipeline.common import check_checkpoint_file, resume_checkpoint
+from deft_lightning.pipeline.checkpoints import check_checkpoint_file, resume_checkpoint
 
 QUICK = FAST_DEMO + ["phases=[detect]", "detector=label_match"]  # zero-shot: no training, ~20 s
 SLOW_PHASE1 = FAST_DEMO + ["dataset.reader.num_train=120", "detector.epochs=4", "phases=[detect]",
@@ -140,7 +140,7 @@ def test_validation_and_inference_stop_at_the_next_batch_after_a_signal():
     from types import SimpleNamespace
 
     from deft_lightning import interrupts
-    from deft_lightning.pipeline.common import StopOnSignal
+    from deft_lightning.pipeline.trainer import StopOnSignal
 
     callback, trainer = StopOnSignal(), SimpleNamespace(world_size=1)
     callback.on_predict_batch_end(trainer, None, None, None, 0)  # no signal: nothing happens

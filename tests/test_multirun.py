@@ -11,7 +11,7 @@ import pytest
 
 from cli_runs import FAST_DEMO, clean_env, read_offline_run, run_cli, wandb_processes
 from conftest import REPO_ROOT, compose
-from deft_lightning.pipeline import common
+from deft_lightning.pipeline import launch as common
 
 EXPERIMENTS = REPO_ROOT / "experiments"
 PAPER_OVERLAYS = REPO_ROOT / "src" / "deft_lightning" / "conf" / "experiment" / "paper"
@@ -89,10 +89,10 @@ def test_sweep_over_two_noise_ratios_with_wandb_offline_then_aggregate(tmp_path)
 
 def test_local_ddp_inside_a_multirun_is_refused_with_the_alternatives(monkeypatch):
     cfg = compose(["trainer=ddp", "paths.output_dir=/tmp/unused"])
-    monkeypatch.setattr(common, "_in_multirun", lambda: True)
+    monkeypatch.setattr(common, "in_multirun", lambda: True)
     with pytest.raises(ValueError, match="trainer=ddp_spawn"):
         common.check_launch(cfg)
-    monkeypatch.setattr(common, "_in_multirun", lambda: False)
+    monkeypatch.setattr(common, "in_multirun", lambda: False)
     common.check_launch(cfg)  # a single run may use the script launcher
     common.check_launch(compose(["trainer=ddp_spawn", "paths.output_dir=/tmp/unused"]))
 
@@ -172,7 +172,7 @@ def test_a_failed_job_does_not_stop_the_sweep_which_lists_it_and_ends_non_zero(t
 
 def test_auto_strategy_on_several_devices_inside_a_multirun_is_refused(monkeypatch):
     cfg = compose(["trainer=auto", "trainer.accelerator=cpu", "trainer.devices=2", "paths.output_dir=/tmp/unused"])
-    monkeypatch.setattr(common, "_in_multirun", lambda: True)
+    monkeypatch.setattr(common, "in_multirun", lambda: True)
     with pytest.raises(ValueError, match="trainer.devices=1"):
         common.check_launch(cfg)
     common.check_launch(compose(["trainer=auto", "trainer.accelerator=cpu", "trainer.devices=1",

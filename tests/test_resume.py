@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cli_runs import FAST_DEMO, run_cli, start_cli
-from deft_lightning.pipeline.common import AtomicCheckpointIO, build_checkpoint_callback
+from deft_lightning.pipeline.checkpoints import AtomicCheckpointIO, build_checkpoint_callback
 from deft_lightning.resolvers import resume_run_dir
 
 NUM_TRAIN = 120

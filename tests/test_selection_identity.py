@@ -17,7 +17,7 @@ import pytest
 from conftest import compose
 from deft_lightning.detect import detect
 from deft_lightning.errors import SelectionError, UserError
-from deft_lightning.pipeline.common import build_datamodule
+from deft_lightning.pipeline.data import build_datamodule
 from deft_lightning.pipeline.detection import load_selection, run_detection
 from deft_lightning.selection.clean_selection import CleanSelection
 from deft_lightning.selection.fingerprint import Fingerprint, fingerprint_of, make_fingerprint

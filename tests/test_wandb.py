@@ -13,7 +13,7 @@ import pytest
 
 from cli_runs import read_offline_run
 from conftest import compose
-from deft_lightning.pipeline.common import finish_wandb, log_detection_images, wandb_run_options
+from deft_lightning.pipeline.loggers import finish_wandb, log_detection_images, wandb_run_options
 from deft_lightning.selection.clean_selection import CleanSelection
 
 
@@ -78,7 +78,7 @@ def test_logger_wandb_without_the_package_is_a_config_error_naming_the_extra(tmp
     import sys
 
     from deft_lightning.errors import ConfigError, UserError
-    from deft_lightning.pipeline.common import build_logger
+    from deft_lightning.pipeline.loggers import build_logger
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
     cfg = compose(["logger=wandb", f"paths.output_dir={tmp_path / 'run'}"])
@@ -92,7 +92,7 @@ def test_logger_wandb_without_the_package_is_a_config_error_naming_the_extra(tmp
 
 def test_wandb_logger_does_not_pass_the_deprecated_anonymous_setting(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from deft_lightning.pipeline.common import build_logger
+    from deft_lightning.pipeline.loggers import build_logger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     logger = build_logger(compose(["logger=wandb", f"paths.output_dir={tmp_path / 'run'}"]), "detection",
@@ -101,7 +101,7 @@ def test_wandb_logger_does_not_pass_the_deprecated_anonymous_setting(tmp_path, m
 
 
 def test_selection_table_rows_are_the_most_likely_issues_first():
-    from deft_lightning.pipeline.common import selection_table_rows
+    from deft_lightning.pipeline.loggers import selection_table_rows
 
     p_clean = np.array([0.9, 0.1, 0.5, 0.3])
     selection = CleanSelection(np.arange(4), np.zeros(4, int), np.zeros(4, int), p_clean, p_clean > 0.4)

@@ -33,7 +33,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
 
     from deft_lightning.pipeline.adaptation import run_adaptation
-    from deft_lightning.pipeline.common import finish_wandb, load_datamodule
+    from deft_lightning.pipeline.data import load_datamodule
+    from deft_lightning.pipeline.loggers import finish_wandb
     from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
     from deft_lightning.progress import log_to_files
     from deft_lightning.reporting.summary import format_summary

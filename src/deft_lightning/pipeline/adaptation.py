@@ -13,7 +13,9 @@ from deft_lightning.data.datamodule import HELDOUT_SET, NoisyLabelDataModule
 from deft_lightning.errors import ConfigError
 from deft_lightning.io import write_json
 from deft_lightning.modules.adapter import AdapterModule
-from deft_lightning.pipeline.common import build_trainer, finish_wandb, resume_checkpoint
+from deft_lightning.pipeline.checkpoints import resume_checkpoint
+from deft_lightning.pipeline.loggers import finish_wandb
+from deft_lightning.pipeline.trainer import build_trainer
 from deft_lightning.pipeline.gmm_refit import GMMRefit
 
 ADAPTATION_DIR = "adaptation"

@@ -32,7 +32,9 @@ from deft_lightning.pipeline.artefact import (  # noqa: F401  (re-exported: the 
     read_artefact,
 )
 from deft_lightning.pipeline.baselines import build_label_match, build_small_loss, detector_clip
-from deft_lightning.pipeline.common import build_trainer, finish_wandb, log_detection_images, resume_checkpoint
+from deft_lightning.pipeline.checkpoints import resume_checkpoint
+from deft_lightning.pipeline.loggers import finish_wandb, log_detection_images
+from deft_lightning.pipeline.trainer import build_trainer
 from deft_lightning.reporting.report import P_CLEAN_MEANING, write_report
 from deft_lightning.selection.clean_selection import CleanSelection
 from deft_lightning.selection.fingerprint import check_fingerprint, fingerprint_of
