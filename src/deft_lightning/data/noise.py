@@ -24,7 +24,6 @@ from deft_lightning.io import atomic_path
 log = logging.getLogger(__name__)
 
 VALID_MODES = ("none", "sym", "asym", "idn", "real")
-CACHED_MODES = ("sym", "asym", "idn")  # none and real compute nothing worth caching
 NOISE_VERSION = 1  # bump when an algorithm changes, so old cache files are not reused
 FEATURE_SIDE = 32  # idn pixel vector: the image resized to 32x32 RGB, raw 0-255 values (3072 numbers)
 IDN_FLIP_SD = 0.1

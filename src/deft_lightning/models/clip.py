@@ -187,12 +187,6 @@ def get_tokenizer(model_name: str):
     return open_clip.get_tokenizer(model_name)
 
 
-def freeze(module: nn.Module) -> nn.Module:
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module
-
-
 def _has_config(name: str) -> bool:
     return name in open_clip.list_models()
 
