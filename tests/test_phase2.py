@@ -213,6 +213,51 @@ def test_subset_mode_visits_every_clean_index_once_per_epoch(tmp_path):
         assert sorted(recorder.seen[epoch]) == np.flatnonzero(clean).tolist()
 
 
+def selection_of(dm: NoisyLabelDataModule, clean: np.ndarray, source: str = "selection.csv", **columns):
+    from deft_lightning.selection.clean_selection import CleanSelection
+
+    index = np.arange(dm.num_train)
+    selection = CleanSelection(index, dm.given_labels, dm.given_labels, clean.astype(float), clean, source=source)
+    for name, value in columns.items():
+        setattr(selection, name, value)
+    return selection
+
+
+def test_use_selection_owns_the_mask_in_both_modes(tmp_path):
+    """subset: the loader visits the clean non-held-out indices; loss_mask: every non-held-out sample, each
+    batch saying which are clean; None: every sample again, in phase 1's (image, label, index) batches."""
+    from deft_lightning.errors import SelectionError
+
+    dm = tiny_datamodule(tmp_path, val_fraction=0.2)
+    clean = np.random.default_rng(2).random(dm.num_train) < 0.5
+    selection = selection_of(dm, clean)
+    pool = ~dm.heldout_mask
+
+    assert np.array_equal(dm.use_selection(selection), clean)
+    seen = sorted(int(i) for batch in dm.train_dataloader() for i in batch[2])
+    assert seen == np.flatnonzero(clean & pool).tolist() and dm.num_clean_train == len(seen)
+
+    dm.mask_mode = "loss_mask"
+    dm.use_selection(selection)
+    batches = list(dm.train_dataloader())
+    index = torch.cat([batch[2] for batch in batches]).numpy()
+    flags = torch.cat([batch[3] for batch in batches]).numpy()
+    assert sorted(index.tolist()) == np.flatnonzero(pool).tolist()
+    assert np.array_equal(flags, clean[index]) and dm.num_clean_train == int((clean & pool).sum())
+
+    dm.use_selection(None)
+    assert dm.clean_mask is None and all(len(batch) == 3 for batch in dm.train_dataloader())
+
+    # the online column, when the selection has one; a clear error naming the file and column when not
+    online = ~clean
+    dm.use_selection(selection_of(dm, clean, online_is_clean=online), source="online")
+    assert np.array_equal(dm.clean_mask, online)
+    with pytest.raises(SelectionError, match="selection.csv.*online_is_clean"):
+        dm.use_selection(selection, source="online")
+    with pytest.raises(SelectionError, match="no .*sample"):
+        dm.use_selection(selection_of(dm, dm.heldout_mask.copy()))
+
+
 def test_loss_mask_gives_zero_loss_on_a_batch_without_clean_samples(tmp_path):
     dm = tiny_datamodule(tmp_path)
     module = adapter(dm, loss_mask=np.zeros(dm.num_train, bool))

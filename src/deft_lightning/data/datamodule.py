@@ -1,9 +1,12 @@
 """One LightningDataModule for both phases: it owns the noisy labels and the clean mask.
 
 Phase 1 trains on every sample with its given (noisy) label; the final inference pass reads the
-training set with test-time transforms; phase 2 trains on the clean subset only (or on everything
-when a baseline method or the reference loss-masking asks for it). The DataModule never knows about
-CLIP: the model that consumes the images tells it the resolution and normalisation.
+training set with test-time transforms; phase 2 starts from :meth:`NoisyLabelDataModule.use_selection`,
+the one way a clean selection reaches training (in-process, under spawn, on resume, from a file, and for
+the per-epoch GMM refit). ``mask_mode`` says how the mask acts: ``subset`` trains on the clean indices
+only; ``loss_mask`` (the reference) sees every sample and its batches carry ``is_clean`` for the loss.
+The DataModule never knows about CLIP: the model that consumes the images tells it the resolution and
+normalisation.
 
 ``val_fraction`` holds out a seeded part of the noisy training set, scored on its *given* labels, for
 honest model selection (the paper selects on the test set). Held-out samples are excluded from the
@@ -15,13 +18,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from deft_lightning.data.base import DatasetError, DatasetFiles
 from deft_lightning.data.datasets import SplitDataset
@@ -29,12 +32,33 @@ from deft_lightning.data.image_io import find_bad_images
 from deft_lightning.data.noise import NoisyLabels, apply_noise
 from deft_lightning.data.transforms import build_transform, decode_size
 from deft_lightning.distributed import unpadded_eval_sampler
-from deft_lightning.errors import ConfigError
+from deft_lightning.errors import ConfigError, SelectionError
 from deft_lightning.models.inputs import InputConfig
+
+if TYPE_CHECKING:
+    from deft_lightning.selection.clean_selection import CleanSelection
 
 log = logging.getLogger(__name__)
 
 HELDOUT_SET = "heldout"  # eval-set name of the held-out part of the noisy training set
+MASK_MODES = ("subset", "loss_mask")  # adapter.mask_mode
+SELECTION_SOURCES = ("inference", "online")  # detector.selection_source: which column of the selection is used
+ONLINE_COLUMN = "online_is_clean"  # the last-epoch online decisions, a column of the same selection file
+
+
+class WithCleanFlag(Dataset):
+    """``(image, label, index, is_clean)``: the batch says which of its samples the loss counts."""
+
+    def __init__(self, dataset: Dataset, is_clean: np.ndarray) -> None:
+        self.dataset = dataset
+        self.is_clean = torch.as_tensor(np.asarray(is_clean, dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int):
+        image, label, index = self.dataset[position]
+        return image, label, index, self.is_clean[index]
 
 
 class NoisyLabelDataModule(L.LightningDataModule):
@@ -53,6 +77,7 @@ class NoisyLabelDataModule(L.LightningDataModule):
         val_fraction: float = 0.0,
         val_seed: int = 0,
         on_bad_image: str = "error",
+        mask_mode: str = "subset",
     ) -> None:
         super().__init__()
         self.reader = reader
@@ -68,7 +93,10 @@ class NoisyLabelDataModule(L.LightningDataModule):
         self.files: DatasetFiles | None = None
         self.noise: NoisyLabels | None = None
         self.inputs = InputConfig()
-        self.clean_mask: np.ndarray | None = None
+        if str(mask_mode) not in MASK_MODES:
+            raise ConfigError(f"adapter.mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+        self.mask_mode = str(mask_mode)
+        self.clean_mask: np.ndarray | None = None  # set by use_selection; None: every sample
         if not 0.0 <= float(val_fraction) < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = float(val_fraction)
@@ -212,23 +240,64 @@ class NoisyLabelDataModule(L.LightningDataModule):
         """Resolution and normalisation of the model about to consume the images."""
         self.inputs = inputs
 
+    def use_selection(self, selection: "CleanSelection | None", source: str = "inference") -> np.ndarray | None:
+        """Train on ``selection``'s clean samples from now on (None: every sample, as phase 1 does).
+
+        ``source="inference"`` reads ``is_clean`` (the final inference pass); ``"online"`` reads the
+        selection's ``online_is_clean`` column (the last epoch's online decisions, as the reference).
+        ``mask_mode`` decides what the mask does: ``subset`` restricts the training loader to the clean
+        indices; ``loss_mask`` keeps every sample and batches carry ``is_clean``. The next
+        ``train_dataloader`` call reflects the selection; returns the mask in use.
+        """
+        if source not in SELECTION_SOURCES:
+            raise ConfigError(f"detector.selection_source must be one of {SELECTION_SOURCES}, got {source!r}")
+        if selection is None:
+            self._set_mask(None, "every sample")
+            return None
+        where = selection.source or "the selection"
+        mask = selection.mask(self.num_train)  # one row per training sample, or a SelectionError naming the file
+        if source == "online":
+            online = getattr(selection, ONLINE_COLUMN, None)
+            if online is None:
+                raise SelectionError(
+                    f"{where} has no {ONLINE_COLUMN!r} column, which detector.selection_source=online reads: rerun "
+                    "phase 1 with this version (it writes the column), or use detector.selection_source=inference."
+                )
+            mask = np.asarray(online, dtype=bool).copy()
+        self._set_mask(mask, where)
+        return self.clean_mask
+
     def set_clean_mask(self, mask: np.ndarray | None) -> None:
-        """Restrict the training loader to the clean subset (None: every sample)."""
+        """A bare boolean mask (None: every sample). Kept for callers not yet on :meth:`use_selection`."""
+        self._set_mask(mask, "the clean mask")
+
+    def _set_mask(self, mask: np.ndarray | None, where: str) -> None:
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != (self.num_train,):
-                raise ValueError(f"clean mask has shape {mask.shape}, expected ({self.num_train},)")
+                raise SelectionError(f"{where}: clean mask has shape {mask.shape}, expected ({self.num_train},)")
             if not (mask & ~self.heldout_mask).any():
-                raise ValueError("the clean mask selects no (non-held-out) sample: phase 2 would have nothing to train on")
+                raise SelectionError(
+                    f"{where} selects no (non-held-out) sample as clean: phase 2 would have nothing to train on"
+                )
         self.clean_mask = mask
 
     @property
     def train_indices(self) -> np.ndarray:
-        """Indices the training loader visits: the clean subset (or all), minus the held-out split."""
+        """Indices the training loader visits, minus the held-out split: the clean subset (``subset``) or
+        every sample (no selection, or ``loss_mask``, where the batches carry ``is_clean`` instead)."""
+        keep = ~self.heldout_mask
+        if self.clean_mask is not None and self.mask_mode == "subset":
+            keep = keep & self.clean_mask
+        return np.flatnonzero(keep)
+
+    @property
+    def num_clean_train(self) -> int:
+        """Training samples the loss counts: the clean ones outside the held-out split (all without a selection)."""
         keep = ~self.heldout_mask
         if self.clean_mask is not None:
             keep = keep & self.clean_mask
-        return np.flatnonzero(keep)
+        return int(keep.sum())
 
     # ----- datasets and loaders ---------------------------------------------------------------
     def _native_size(self) -> int | None:
@@ -256,8 +325,11 @@ class NoisyLabelDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset(train_transforms=True)
-        if self.clean_mask is not None or self.heldout_mask.any():
-            dataset = Subset(dataset, self.train_indices.tolist())
+        indices = self.train_indices
+        if len(indices) < self.num_train:
+            dataset = Subset(dataset, indices.tolist())
+        if self.clean_mask is not None and self.mask_mode == "loss_mask":
+            dataset = WithCleanFlag(dataset, self.clean_mask)
         return self._loader(dataset, self.batch_size, shuffle=True)
 
     def inference_dataloader(self, indices: np.ndarray | None = None) -> DataLoader:
