@@ -21,8 +21,10 @@ from deft_lightning.models.peft import count_parameters
 from deft_lightning.models.prompts import DualPromptLearner
 from deft_lightning.models.text_encoder import encode_dual_prompts, use_shared_prefix
 from deft_lightning.modules.per_sample import PerSampleDetector
+from deft_lightning.modules.registry import register_detector
 
 
+@register_detector("deft", builder="deft_lightning.pipeline.detection:build_deft_detector")
 class DetectorModule(PerSampleDetector):
     """Frozen CLIP + trainable visual PEFT + positive/negative prompt contexts (SPEC §2).
 
@@ -34,6 +36,19 @@ class DetectorModule(PerSampleDetector):
     ``dp_warmup_epochs`` L_dp's (given labels before, pseudo-labels for unselected samples after); None
     uses ``warmup_epochs`` for both. See ``losses/dual_prompt.py`` for the schedule.
     """
+
+    trains = True
+    table_label = "DEFT"
+    p_clean_meaning = "σ(s⁺ − s⁻) at the given label; is_clean = p_clean > 0.5 (+ argmax rule for real noise)"
+    # what a saved artefact records of the detector config, with the types it may hold (pipeline/artefact.py)
+    artefact_options = {
+        "prompt": {"n_ctx": int, "class_specific": bool, "class_position": str, "init_words": (str, type(None))},
+        "logit_scale": (int, float, type(None)),
+        "warmup_epochs": int,
+        "dp_warmup_epochs": (int, type(None)),
+        "epochs": int,
+        "real_noise_variant": bool,
+    }
 
     def __init__(
         self,

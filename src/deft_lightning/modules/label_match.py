@@ -8,14 +8,20 @@ from torch import nn
 
 from deft_lightning.models.text_encoder import encode_token_ids_truncated
 from deft_lightning.modules.per_sample import PerSampleDetector
+from deft_lightning.modules.registry import register_detector
 from deft_lightning.selection.label_match import label_match_selection
 
 
+@register_detector("label_match", builder="deft_lightning.pipeline.baselines:build_label_match")
 class LabelMatchModule(PerSampleDetector):
     """Frozen CLIP with hand-written prompts ("a photo of a {class}."); clean iff prediction == label.
 
-    Only inference (``trainer.validate`` / ``trainer.predict``) is meant to run: there is nothing to train.
+    Only inference (``trainer.validate`` / ``trainer.predict``) runs: ``trains = False``.
     """
+
+    trains = False
+    table_label = "Label-match"
+    p_clean_meaning = "zero-shot probability of the given label; is_clean = (zero-shot prediction == given label)"
 
     def __init__(
         self,
@@ -57,6 +63,3 @@ class LabelMatchModule(PerSampleDetector):
         if self.return_features:
             rows["features"] = image_features
         return self._store(rows)
-
-    def configure_optimizers(self):
-        raise RuntimeError("the label-match detector has nothing to train; run only inference")

@@ -12,6 +12,7 @@ from torch import nn
 from deft_lightning.distributed import gather_rows_by_index
 from deft_lightning.models.peft import count_parameters
 from deft_lightning.modules.per_sample import PerSampleDetector
+from deft_lightning.modules.registry import SelectionRule, register_detector
 from deft_lightning.selection.gmm import gmm_clean_mask
 from deft_lightning.selection.small_loss import (
     forget_rate_schedule,
@@ -20,6 +21,7 @@ from deft_lightning.selection.small_loss import (
 )
 
 
+@register_detector("small_loss", builder="deft_lightning.pipeline.baselines:build_small_loss")
 class SmallLossModule(PerSampleDetector):
     """Cross-entropy on the ⌊(1 − r_e)·B⌋ smallest-loss samples of each batch.
 
@@ -30,6 +32,24 @@ class SmallLossModule(PerSampleDetector):
     ``p_clean`` is the head's probability of the given label, exp(−CE), so ranking by it is ranking by
     loss; with the GMM rule it is the clean posterior instead.
     """
+
+    trains = True
+    table_label = "Small-loss"
+    p_clean_meaning = ("head probability of the given label, exp(−CE); is_clean = the (1 − r) fraction with the "
+                       "smallest loss")
+    rule_key = "selection"  # detector.selection: rank (the default rule above) or gmm
+    selection_rules = {
+        "gmm": SelectionRule("small_loss_gmm", "Small-loss (GMM)",
+                             "GMM posterior of the low-loss component; is_clean = p_clean > 0.5"),
+    }
+    artefact_options = {
+        "head_init": str,
+        "prompt_template": str,
+        "selection": str,
+        "forget_rate": (int, float, str, type(None)),
+        "warmup_epochs": int,
+        "epochs": int,
+    }
 
     def __init__(
         self,

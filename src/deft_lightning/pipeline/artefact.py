@@ -3,7 +3,8 @@
 An artefact may come from someone else, so nothing in it is ever passed to Hydra's ``instantiate`` or
 resolved as an OmegaConf interpolation. It holds tensors and plain values only:
 
-- ``format`` / ``format_version``; ``kind`` (``deft`` or ``small_loss``) and ``detector_name``;
+- ``format`` / ``format_version``; ``kind`` (a registered detector that trains: ``deft``, ``small_loss``)
+  and ``detector_name``;
 - ``class_names``: the classes it was trained on;
 - ``clip``: the CLIP ``model_name``, open_clip ``pretrained`` tag and local ``weights`` path it used,
   and for a CLIP with random weights (no tag, no file) the ``init_seed`` it was drawn with;
@@ -11,7 +12,8 @@ resolved as an OmegaConf interpolation. It holds tensors and plain values only:
   so that new images are scored with the inference pass's test-time transform;
 - ``peft``: the *name* of one of the project's own PEFT choices (``conf/peft/<name>.yaml``) and its
   numeric/string options;
-- ``detector``: the prompt and rule options that shape the detector (numbers, strings, booleans);
+- ``detector``: the prompt and rule options that shape the detector (numbers, strings, booleans), as
+  the detector class's ``artefact_options`` lists them;
 - ``optimizer``: what it was trained with (a record only: nothing is trained on reload);
 - ``state_dict`` (tensors) and ``extra`` (the small-loss estimated forget rate).
 
@@ -35,38 +37,33 @@ from deft_lightning.errors import ArtifactError
 
 FORMAT = "deft_lightning.detector"
 FORMAT_VERSION = 2
-TRAINED_KINDS = ("deft", "small_loss")
 # Keys of the current detector config that win over a reloaded artefact's: they describe this run and
 # this dataset (batch size, selection rule options, where the frozen CLIP file is), not the detector.
 RUNTIME_KEYS = ("batch_size", "real_noise_variant", "forget_rate", "weights")
 
 NUMBER = (int, float)
 TEXT_OR_NONE = (str, type(None))
-# Per kind: the options applied to the project's node, with the types they may have.
-DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
-    "deft": {
-        "prompt": {"n_ctx": int, "class_specific": bool, "class_position": str, "init_words": TEXT_OR_NONE},
-        "logit_scale": (int, float, type(None)),
-        "warmup_epochs": int,
-        "dp_warmup_epochs": (int, type(None)),
-        "epochs": int,
-        "real_noise_variant": bool,
-    },
-    "small_loss": {
-        "head_init": str,
-        "prompt_template": str,
-        "selection": str,
-        "forget_rate": (int, float, str, type(None)),
-        "warmup_epochs": int,
-        "epochs": int,
-    },
-}
 CLIP_OPTIONS = {"model_name": str, "pretrained": TEXT_OR_NONE, "weights": TEXT_OR_NONE, "init_seed": (int, type(None))}
 INPUT_OPTIONS = {"family": str, "native_size": (int, type(None))}
 EXTRA_OPTIONS = {"estimated_forget_rate": NUMBER}
 TOP_LEVEL = ("format", "format_version", "kind", "detector_name", "class_names", "clip", "peft", "detector",
              "optimizer", "state_dict", "extra", "inputs")
 PLAIN = (bool, int, float, str, type(None))
+
+
+def detector_options(kind: str) -> dict[str, Any]:
+    """The detector options an artefact of ``kind`` records, with their types: the registered detector's
+    ``artefact_options`` (e.g. ``DetectorModule.artefact_options``)."""
+    from deft_lightning.modules.registry import detector_entry
+
+    return dict(detector_entry(kind).artefact_options)
+
+
+def savable_kinds() -> list[str]:
+    """Kinds whose artefacts can be saved and reloaded: registered detectors that train."""
+    from deft_lightning.modules.registry import detector_entry, registered_detectors
+
+    return [kind for kind in registered_detectors() if detector_entry(kind).trains]
 
 
 def conf_dir() -> Path:
@@ -121,7 +118,8 @@ def artefact_payload(kind: str, cfg: DictConfig, state_dict: dict, class_names: 
     """The plain-valued artefact of a trained detector (see the module docstring)."""
     detector = OmegaConf.to_container(cfg.detector, resolve=True)
     clip = _pick(detector.get("clip") or {}, CLIP_OPTIONS)
-    clip["init_seed"] = clip_init_seed(cfg)
+    if detector.get("clip") is not None:  # a detector of one's own may have no CLIP at all
+        clip["init_seed"] = clip_init_seed(cfg)
     peft = OmegaConf.to_container(cfg.peft, resolve=True)
     optimizer = dict(detector.get("optimizer") or {})
     target = str(optimizer.get("_target_", ""))
@@ -135,7 +133,7 @@ def artefact_payload(kind: str, cfg: DictConfig, state_dict: dict, class_names: 
         "peft": {"name": str(peft.get("name", "")),
                  "options": {k: _plain(v) for k, v in (peft.get("module") or {}).items()
                              if not str(k).startswith("_")}},
-        "detector": _pick(detector, DETECTOR_OPTIONS[kind]),
+        "detector": _pick(detector, detector_options(kind)),
         "optimizer": {"name": target.rsplit(".", 1)[-1], **_plain(optimizer)},
         "state_dict": state_dict,
         "extra": {k: float(v) for k, v in (extra or {}).items() if k in EXTRA_OPTIONS},
@@ -230,15 +228,15 @@ def check_artefact(payload: Any, path: Path) -> None:
         if key not in TOP_LEVEL:
             _refuse(path, key, f"is not a known artefact key (known: {list(TOP_LEVEL)})")
     kind = payload.get("kind")
-    if kind not in TRAINED_KINDS:
-        _refuse(path, "kind", f"holds {kind!r}, expected one of {list(TRAINED_KINDS)}")
+    if not isinstance(kind, str) or kind not in savable_kinds():
+        _refuse(path, "kind", f"holds {kind!r}, expected one of {savable_kinds()}")
     if not isinstance(payload.get("detector_name", kind), str):
         _refuse(path, "detector_name", "must be text")
     names = payload.get("class_names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         _refuse(path, "class_names", "must be a list of class names")
     _check_schema(payload.get("clip") or {}, CLIP_OPTIONS, "clip", path)
-    _check_schema(payload.get("detector") or {}, DETECTOR_OPTIONS[kind], "detector", path)
+    _check_schema(payload.get("detector") or {}, detector_options(kind), "detector", path)
     _check_schema(payload.get("extra") or {}, EXTRA_OPTIONS, "extra", path)
     _check_schema(payload.get("inputs") or {}, INPUT_OPTIONS, "inputs", path)
     peft = payload.get("peft")

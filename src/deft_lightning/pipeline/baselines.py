@@ -1,4 +1,5 @@
-"""Building the baseline detectors of SPEC §4 (``detector.kind``: label_match, small_loss)."""
+"""Building the baseline detectors of SPEC §4 (``detector.kind``: label_match, small_loss), the builders
+the registry names (``modules/registry.py``), and what all detectors share: their CLIP and its logit scale."""
 
 from __future__ import annotations
 
@@ -36,7 +37,16 @@ def detector_clip(cfg: DictConfig):
     return create_clip(clip.model_name, clip.pretrained, clip.weights, cfg.paths.cache_dir)
 
 
-def build_label_match(cfg: DictConfig, class_names: list[str]) -> tuple[LabelMatchModule, InputConfig]:
+def configured_logit_scale(cfg: DictConfig, clip_model) -> float:
+    """The detector's frozen 1/τ: ``detector.logit_scale`` as its YAML sets it (a number, or null for the
+    model's own learned scale, see ``resolve_logit_scale``). The YAML is the only default: no fallback here."""
+    if "logit_scale" not in cfg.detector:
+        raise ConfigError(f"detector.logit_scale is missing from detector={cfg.detector.get('name', '?')}: set a "
+                          "number (100 for OpenAI CLIP) or null (the loaded model's own scale)")
+    return resolve_logit_scale(cfg.detector.logit_scale, clip_model)
+
+
+def build_label_match(cfg: DictConfig, class_names: list[str], noise=None) -> tuple[LabelMatchModule, InputConfig]:
     """Zero-shot CLIP with "a photo of a {class}." prompts."""
     detector = cfg.detector
     clip_model, inputs = detector_clip(cfg)
@@ -45,7 +55,7 @@ def build_label_match(cfg: DictConfig, class_names: list[str]) -> tuple[LabelMat
         class_names,
         get_tokenizer(detector.clip.model_name),
         prompt_template=str(detector.get("prompt_template", "a photo of a {}.")),
-        logit_scale=resolve_logit_scale(detector.get("logit_scale", 100.0), clip_model),
+        logit_scale=configured_logit_scale(cfg, clip_model),
     )
     return module, inputs
 

@@ -1,7 +1,8 @@
 """Phase 1 as a function: train the detector, run the final inference pass, write the selection and report.
 
-``detector.kind`` picks the detector: ``deft`` (SPEC §2), or the baselines ``label_match`` (zero-shot,
-no training) and ``small_loss`` (SPEC §4). With ``detector.weights=PATH`` a saved detector artefact is
+``detector.kind`` names a registered detector (``modules/registry.py``): ``deft`` (SPEC §2), or the
+baselines ``label_match`` (zero-shot, no training) and ``small_loss`` (SPEC §4); the entry says whether
+it trains, how it is built and how its rows are labelled in the report and the tables. With ``detector.weights=PATH`` a saved detector artefact is
 rebuilt from the project's own config nodes and the artefact's checked plain values (see
 ``pipeline/artefact.py``: an artefact is data, never code) and only the inference pass runs.
 """
@@ -20,10 +21,11 @@ from deft_lightning.callbacks import OnlineSelectionRecorder, SelectionWriter
 from deft_lightning.data.datamodule import NoisyLabelDataModule
 from deft_lightning.errors import ArtifactError, ConfigError, SelectionError
 from deft_lightning.io import atomic_path
-from deft_lightning.models.clip import get_tokenizer, resolve_logit_scale
+from deft_lightning.models.clip import get_tokenizer
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.models.prompts import DualPromptLearner
 from deft_lightning.modules.detector import DetectorModule
+from deft_lightning.modules.registry import DetectorEntry, detector_entry
 from deft_lightning.pipeline.artefact import (  # noqa: F401  (re-exported: the artefact API lives here too)
     RUNTIME_KEYS,
     artefact_payload,
@@ -31,37 +33,34 @@ from deft_lightning.pipeline.artefact import (  # noqa: F401  (re-exported: the 
     config_from_artefact,
     read_artefact,
 )
-from deft_lightning.pipeline.baselines import build_label_match, build_small_loss, detector_clip
+from deft_lightning.pipeline.baselines import configured_logit_scale, detector_clip
 from deft_lightning.pipeline.checkpoints import resume_checkpoint
 from deft_lightning.pipeline.loggers import finish_wandb, log_detection_images
 from deft_lightning.pipeline.trainer import build_trainer
-from deft_lightning.reporting.report import P_CLEAN_MEANING, write_report
+from deft_lightning.reporting.report import write_report
 from deft_lightning.selection.clean_selection import CleanSelection
 from deft_lightning.selection.fingerprint import check_fingerprint, fingerprint_of
 
 DETECTION_DIR = "detection"
-DETECTOR_KINDS = ("deft", "label_match", "small_loss")
-TRAINED_KINDS = ("deft", "small_loss")
+
+
+def detector_of(cfg: DictConfig) -> DetectorEntry:
+    """The registry entry named by ``detector.kind`` (a ConfigError listing the registered kinds otherwise)."""
+    if cfg.detector.get("kind") is None:
+        raise ConfigError("detector.kind is not set: name a registered detector (e.g. detector=deft)")
+    return detector_entry(str(cfg.detector.kind))
 
 
 def detector_kind(cfg: DictConfig) -> str:
-    kind = str(cfg.detector.get("kind", "deft"))
-    if kind not in DETECTOR_KINDS:
-        raise ConfigError(f"detector.kind must be one of {list(DETECTOR_KINDS)}, got {kind!r}")
-    return kind
+    return detector_of(cfg).kind
 
 
 def build_detector(cfg: DictConfig, class_names: list[str], noise=None) -> tuple[L.LightningModule, InputConfig]:
     """The phase-1 module named by ``detector.kind`` and the input its CLIP expects."""
-    kind = detector_kind(cfg)
-    if kind == "label_match":
-        return build_label_match(cfg, class_names)
-    if kind == "small_loss":
-        return build_small_loss(cfg, class_names, noise)
-    return build_deft_detector(cfg, class_names)
+    return detector_of(cfg).build(cfg, class_names, noise)
 
 
-def build_deft_detector(cfg: DictConfig, class_names: list[str]) -> tuple[DetectorModule, InputConfig]:
+def build_deft_detector(cfg: DictConfig, class_names: list[str], noise=None) -> tuple[DetectorModule, InputConfig]:
     """CLIP (frozen) + the configured visual PEFT + dual prompts, wrapped in a DetectorModule."""
     clip_cfg = cfg.detector.clip
     clip_model, inputs = detector_clip(cfg)
@@ -85,7 +84,7 @@ def build_deft_detector(cfg: DictConfig, class_names: list[str]) -> tuple[Detect
         scheduler=instantiate(cfg.detector.scheduler) if cfg.detector.get("scheduler") else None,
         warmup_epochs=cfg.detector.warmup_epochs,
         dp_warmup_epochs=cfg.detector.get("dp_warmup_epochs"),
-        logit_scale=resolve_logit_scale(cfg.detector.get("logit_scale"), clip_model),
+        logit_scale=configured_logit_scale(cfg, clip_model),
         real_noise_variant=cfg.detector.real_noise_variant,
     )
     return module, inputs
@@ -108,8 +107,8 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
         artefact = read_detector_weights(weights_path)  # checked: plain values only, nothing built yet
         check_class_names(artefact, dm.class_names, weights_path)
         cfg = config_from_artefact(cfg, artefact)
-    kind = detector_kind(cfg)
-    module, inputs = build_detector(cfg, dm.class_names, dm.noise)
+    entry = detector_of(cfg)
+    module, inputs = entry.build(cfg, dm.class_names, dm.noise)
     if artefact is not None:
         load_detector_weights(module, artefact, weights_path)
     module.set_eval_sets(dm.eval_set_names)
@@ -122,7 +121,7 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     fingerprint = fingerprint_of(dm)
     writer = SelectionWriter(out_dir, dm.given_labels, dm.true_labels, sample_ids=dm.files.train.sample_ids,
                              class_names=dm.class_names, fingerprint=fingerprint)
-    train_now = kind in TRAINED_KINDS and artefact is None
+    train_now = entry.trains and artefact is None
     if train_now:
         online = OnlineSelectionRecorder(out_dir, dm.num_train, dm.given_labels, dm.true_labels)
         trainer = build_trainer(cfg, "detection", run_dir, int(cfg.detector.epochs), [online, writer])
@@ -139,8 +138,9 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     selection = writer.selection
     if selection is None:  # a spawn-launched inference pass ran in child processes: read what rank 0 wrote
         selection = CleanSelection.read_csv(out_dir / "selection.csv")
-    rule = kind + ("_gmm" if kind == "small_loss" and str(cfg.detector.get("selection")) == "gmm" else "")
-    summary = {"detector": str(cfg.detector.get("name", kind)), "detector_kind": kind, "p_clean": P_CLEAN_MEANING[rule],
+    rule = entry.rule(cfg.detector)
+    summary = {"detector": str(cfg.detector.get("name", entry.kind)), "detector_kind": entry.kind,
+               "detector_rule": rule.name, "detector_label": rule.label, "p_clean": rule.p_clean,
                "selection_source": str(cfg.detector.get("selection_source", "inference")),
                "inference": selection.metrics()}
     if artefact is not None:
@@ -153,7 +153,7 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     summary["true_labels_known"] = dm.true_labels is not None
     summary["fingerprint"] = fingerprint.to_dict()
     if trainer.is_global_zero:
-        if any(p.requires_grad for p in module.parameters()):
+        if entry.trains:
             save_detector_weights(module, cfg, out_dir / "detector_weights.pt", dm.class_names,
                                   inputs={"family": dm.files.family, "native_size": dm._native_size()})
         summary["export"] = export_selection(report.get("export") or {}, out_dir, selection, dm, writer.class_probs)

@@ -18,13 +18,6 @@ from deft_lightning.io import atomic_path, write_json, write_text
 from deft_lightning.reporting.gallery import SuspectTile, save_suspects_grid
 from deft_lightning.selection.clean_selection import CleanSelection
 
-# What p_clean means for each detector: only DEFT's (and a GMM posterior) is thresholded at 0.5.
-P_CLEAN_MEANING = {
-    "deft": "σ(s⁺ − s⁻) at the given label; is_clean = p_clean > 0.5 (+ argmax rule for real noise)",
-    "label_match": "zero-shot probability of the given label; is_clean = (zero-shot prediction == given label)",
-    "small_loss": "head probability of the given label, exp(−CE); is_clean = the (1 − r) fraction with the smallest loss",
-    "small_loss_gmm": "GMM posterior of the low-loss component; is_clean = p_clean > 0.5",
-}
 LABEL_QUALITY = ("label_quality = sqrt(p_clean · pred_probs[i, given label]) in [0, 1], the geometric mean of "
                  "the detector's clean probability and the classifier's self-confidence in the given label "
                  "(for detectors whose p_clean is that self-confidence, it is the self-confidence); "
@@ -169,7 +162,11 @@ def write_report(
     summary = dict(summary)
     summary["counts"] = {"num_samples": len(selection), "num_clean": int(selection.is_clean.sum()),
                          "num_label_issues": int(selection.is_label_issue.sum())}
-    summary.setdefault("p_clean", P_CLEAN_MEANING.get(str(summary.get("detector")), ""))
+    if "p_clean" not in summary:  # what the detector's registry entry says its p_clean means
+        from deft_lightning.modules.registry import find_rule
+
+        rule = find_rule(str(summary.get("detector_rule") or summary.get("detector")))
+        summary["p_clean"] = rule.p_clean if rule is not None else ""
     summary.setdefault("true_labels_known", selection.true_label is not None)
     counts = noise_matrix(selection, num_classes)
     summary["per_class"] = per_class_summary(selection, num_classes, counts)
@@ -227,7 +224,8 @@ def render_markdown(summary: dict, selection: CleanSelection, suspects: np.ndarr
     counts = summary["counts"]
     n = max(counts["num_samples"], 1)
     lines = [f"# Label-issue report{': ' + title if title else ''}", ""]
-    lines += [f"- detector: `{summary.get('detector', '?')}`; p_clean = {summary.get('p_clean', '')}",
+    label = f" ({summary['detector_label']})" if summary.get("detector_label") else ""
+    lines += [f"- detector: `{summary.get('detector', '?')}`{label}; p_clean = {summary.get('p_clean', '')}",
               f"- samples: {counts['num_samples']}; label issues: {counts['num_label_issues']} "
               f"({100.0 * counts['num_label_issues'] / n:.2f} %); clean: {counts['num_clean']}"]
     inference = summary.get("inference", {})

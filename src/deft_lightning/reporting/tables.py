@@ -19,8 +19,6 @@ from typing import Iterable
 import yaml
 
 MODE_ORDER = ("none", "sym", "asym", "idn", "real")
-DETECTOR_LABELS = {"deft": "DEFT", "label_match": "Label-match", "small_loss": "Small-loss",
-                   "small_loss_gmm": "Small-loss (GMM)"}
 METHOD_LABELS = {"deft": "DEFT", "ce": "CE", "gce": "GCE", "sce": "SCE", "elr": "ELR", "gmm": "GMM"}
 
 # The paper's numbers (SPEC §6) for side-by-side comparison: (dataset, noise mode, ratio) → values in %.
@@ -73,6 +71,7 @@ class RunResult:
     noise_ratio: float | None
     seed: int | None
     detector: str | None = None
+    detector_label: str | None = None  # as the run recorded it (summary.json), else from the registry
     method: str | None = None
     backbone: str | None = None
     detection: dict | None = None
@@ -82,6 +81,22 @@ class RunResult:
     @property
     def setting(self) -> tuple[int, float, str]:
         return setting_key(self.noise_mode, self.noise_ratio)
+
+
+def detector_label(name: str | None, recorded: str | None = None) -> str:
+    """A detector's table label: the one its run recorded, else its registry entry's, else its name.
+
+    Runs record the label in ``summary.json``, so the tables of a detector registered by a plugin that
+    is not imported here still show its own label; the registry (which imports the project's detector
+    modules) is only asked for runs written before labels were recorded.
+    """
+    if recorded:
+        return str(recorded)
+    name = name or "deft"
+    from deft_lightning.modules.registry import find_rule
+
+    rule = find_rule(name)
+    return rule.label if rule is not None else name
 
 
 def setting_key(mode: str, ratio: float | None) -> tuple[int, float, str]:
@@ -151,6 +166,8 @@ def read_run(run_dir: str | Path) -> RunResult | None:
         summary = _read_json(summary_path)
         detector_cfg = cfg.get("detector") or {}
         result.detector = str(summary.get("detector") or detector_cfg.get("name") or detector_cfg.get("kind") or "deft")
+        result.detector_label = detector_label(summary.get("detector_rule") or result.detector,
+                                               summary.get("detector_label"))
         result.detection = summary.get("inference")
         result.online = summary.get("online_last_epoch")
         if result.detection is not None and not isinstance(result.detection, dict):
@@ -269,7 +286,7 @@ class Table:
 def _method_row(run: RunResult, with_backbone: bool, test_set: str | None) -> str:
     label = METHOD_LABELS.get(run.method or "", run.method or "?")
     if run.method == "deft" and run.detector and run.detector != "deft":
-        label += f" [{DETECTOR_LABELS.get(run.detector, run.detector)} selection]"
+        label += f" [{run.detector_label or run.detector} selection]"
     if with_backbone:
         label += f" ({run.backbone})"
     if test_set:
@@ -286,7 +303,7 @@ def detection_tables(runs: list[RunResult], with_online: bool = False, paper: bo
     tables: dict[str, Table] = {}
     for (dataset, detector, setting), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         table = tables.setdefault(dataset, Table("Clean-sample selection", dataset, ("P", "R", "F1")))
-        label = DETECTOR_LABELS.get(detector, detector)
+        label = members[0].detector_label or detector_label(detector)
         table.add(label, setting, {m: _pct(r.detection.get(k) for r in members)
                                    for m, k in (("P", "precision"), ("R", "recall"), ("F1", "f1"))})
         if with_online and any(r.online for r in members):
@@ -369,7 +386,7 @@ def noise_series(runs: list[RunResult]) -> list[dict]:
             key = (run.dataset, run.noise_mode, _method_row(run, with_backbone, None))
             series[key][run.noise_ratio]["accuracy"].append(100.0 * float(first["best"]))
         if run.detection and "f1" in run.detection:
-            label = DETECTOR_LABELS.get(run.detector or "deft", run.detector)
+            label = run.detector_label or detector_label(run.detector)
             key = (run.dataset, run.noise_mode, label if run.method in (None, "deft") else f"{label} (detector)")
             series[key][run.noise_ratio]["f1"].append(100.0 * float(run.detection["f1"]))
     out = []
