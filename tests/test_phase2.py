@@ -149,7 +149,7 @@ def test_gmm_refit_separates_two_loss_clusters(tmp_path, monkeypatch):
     monkeypatch.setattr(gmm_refit, "per_sample_losses", lambda trainer, module, datamodule, indices: (indices, losses[indices]))
     trainer = SimpleNamespace(strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj), is_global_zero=True)
 
-    callback = GMMRefit(dm, warmup_epochs=1, threshold=0.5, mask_mode="subset")
+    callback = GMMRefit(dm, warmup_epochs=1, threshold=0.5)
     record = callback.refit(trainer, None, epoch=1)
     expected = ~noisy & ~dm.heldout_mask
     assert np.array_equal(dm.clean_mask, expected)
@@ -157,11 +157,24 @@ def test_gmm_refit_separates_two_loss_clusters(tmp_path, monkeypatch):
     assert record["precision"] == 1.0 and record["recall"] == 1.0 and record["num_samples"] == len(pool)
     assert callback.state_dict()["mask_epoch"] == 1
 
-    # loss_mask mode: the same selection lands in the module's mask; the loader is left alone
-    dm.set_clean_mask(None)
-    module = adapter(dm, loss_mask=np.ones(dm.num_train, bool))
-    GMMRefit(dm, mask_mode="loss_mask").refit(trainer, module, epoch=1)
-    assert torch.equal(module.loss_mask, torch.from_numpy(expected)) and dm.clean_mask is None
+    # loss_mask mode: the same selection lands in the DataModule; the loader keeps every sample and its
+    # batches carry the selection (the refit goes through use_selection in both modes)
+    dm.use_selection(None)
+    dm.mask_mode = "loss_mask"
+    GMMRefit(dm).refit(trainer, None, epoch=1)
+    assert np.array_equal(dm.clean_mask, expected) and np.array_equal(dm.train_indices, pool)
+    batches = list(dm.train_dataloader())
+    index = torch.cat([batch[2] for batch in batches])
+    assert torch.equal(torch.cat([batch[3] for batch in batches]), torch.from_numpy(expected)[index])
+
+
+def test_gmm_refit_needs_a_loader_rebuilt_every_epoch(tmp_path):
+    """The callback never changes trainer settings; a trainer that would keep the first loader is refused."""
+    from deft_lightning.errors import ConfigError
+
+    dm = tiny_datamodule(tmp_path)
+    with pytest.raises(ConfigError, match="reload_dataloaders_every_n_epochs=1"):
+        L.Trainer(max_epochs=2, callbacks=[GMMRefit(dm)], **QUIET).fit(adapter(dm), datamodule=dm)
 
 
 def test_per_sample_losses_are_test_transform_cross_entropy(tmp_path):
@@ -192,8 +205,9 @@ class RecordingRefit(GMMRefit):
 
 def test_gmm_training_visits_exactly_each_epochs_selection(tmp_path):
     dm = tiny_datamodule(tmp_path, val_fraction=0.2)
-    refit, recorder = RecordingRefit(dm, warmup_epochs=1, mask_mode="subset"), IndexRecorder()
-    L.Trainer(max_epochs=3, callbacks=[refit, recorder], **QUIET).fit(adapter(dm), datamodule=dm)
+    refit, recorder = RecordingRefit(dm, warmup_epochs=1), IndexRecorder()
+    L.Trainer(max_epochs=3, callbacks=[refit, recorder], reload_dataloaders_every_n_epochs=1,
+              **QUIET).fit(adapter(dm), datamodule=dm)
     assert sorted(refit.produced) == [1, 2] and [r["epoch"] for r in refit.records] == [1, 2]
     pool = np.flatnonzero(~dm.heldout_mask).tolist()
     assert sorted(recorder.seen[0]) == pool  # warm-up: every non-held-out sample
@@ -260,11 +274,11 @@ def test_use_selection_owns_the_mask_in_both_modes(tmp_path):
 
 def test_loss_mask_gives_zero_loss_on_a_batch_without_clean_samples(tmp_path):
     dm = tiny_datamodule(tmp_path)
-    module = adapter(dm, loss_mask=np.zeros(dm.num_train, bool))
+    module = adapter(dm)
     images, labels, indices = next(iter(dm.inference_dataloader(np.arange(8))))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log without a trainer
-        loss = module.training_step((images, labels, indices), 0)
+        loss = module.training_step((images, labels, indices, torch.zeros(len(indices), dtype=torch.bool)), 0)
     assert torch.isfinite(loss) and loss.item() == 0.0
     loss.backward()
     assert all(torch.count_nonzero(p.grad) == 0 for p in module.model.parameters())
@@ -391,9 +405,9 @@ def test_loss_mask_mode_uses_the_configured_criterion_gce():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-1.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
     labels = torch.tensor([0, 2, 1, 1])
     clean = torch.tensor([True, False, True, False])
-    module = AdapterModule(nn.Identity(), 3, GCELoss(q=0.7), optimizer=torch.optim.SGD, loss_mask=clean)
+    module = AdapterModule(nn.Identity(), 3, GCELoss(q=0.7), optimizer=torch.optim.SGD)
     module.log = lambda *args, **kwargs: None  # no trainer attached
-    loss = module.training_step((logits, labels, torch.arange(4)), 0)
+    loss = module.training_step((logits, labels, torch.arange(4), clean), 0)  # the batch carries is_clean
     p = torch.softmax(logits, dim=1)[torch.arange(4), labels]
     expected = ((1 - p[0] ** 0.7) / 0.7 + (1 - p[2] ** 0.7) / 0.7) / 2
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -1,4 +1,4 @@
-"""``python -m deft_lightning.train``: phase 1 (detection) → clean mask → phase 2 (adaptation).
+"""``python -m deft_lightning.train``: phase 1 (detection) → clean selection → phase 2 (adaptation).
 
 ``train(cfg)`` is the plain, testable entry function; ``main`` wraps it with Hydra and turns known
 user errors (missing data, unavailable weights, bad options) into one clear message and exit code 2.
@@ -35,7 +35,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     from deft_lightning.pipeline.adaptation import run_adaptation
     from deft_lightning.pipeline.data import load_datamodule
     from deft_lightning.pipeline.loggers import finish_wandb
-    from deft_lightning.pipeline.detection import load_selection, mask_for_phase2, run_detection
+    from deft_lightning.pipeline.detection import load_selection, run_detection
     from deft_lightning.progress import log_to_files
     from deft_lightning.reporting.summary import format_summary
 
@@ -47,17 +47,16 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
     results: dict = {"run_dir": str(run_dir)}
     try:
         dm = load_datamodule(cfg, run_dir)
-        clean_mask = None
+        selection = None
         if "detect" in phases:
             selection, results["detection"] = run_detection(cfg, dm, run_dir)
-            clean_mask = mask_for_phase2(cfg, selection, run_dir, dm)
         if "adapt" in phases:
-            if clean_mask is None and cfg.method.uses_clean_subset:
+            if selection is None and cfg.method.uses_clean_subset:
                 path = cfg.adapter.selection or run_dir / "detection" / "selection.csv"
-                clean_mask = load_selection(path, dm).mask(dm.num_train)  # checks its fingerprint against this run
+                selection = load_selection(path, dm)  # checks its fingerprint against this run
             # phase 2 depends on the seed alone, not on whether phase 1 ran in this process (resume, phases=[adapt])
             L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-            results["adaptation"] = run_adaptation(cfg, dm, run_dir, clean_mask)
+            results["adaptation"] = run_adaptation(cfg, dm, run_dir, selection)  # -> dm.use_selection(selection)
     finally:
         finish_wandb()  # multirun jobs must never share, or leave open, a W&B run
     if is_rank_zero():

@@ -17,9 +17,14 @@ from deft_lightning.models.peft import count_parameters
 class AdapterModule(L.LightningModule):
     """Cross-entropy (or a robust loss) on a classifier; test accuracy every epoch, best and last.
 
-    The DataModule decides which samples are seen (``mask_mode=subset``: clean indices only). With
-    ``mask_mode=loss_mask`` (the reference) every sample is seen and the configured criterion's
-    per-sample loss is averaged over the clean ones; a batch with none contributes 0 instead of NaN.
+    The DataModule owns the clean mask (``NoisyLabelDataModule.use_selection``). The configured criterion
+    always gives per-sample losses, averaged over the samples the batch marks clean: a batch
+    ``(images, labels, indices, is_clean)`` (``mask_mode=loss_mask``) counts the clean ones, and a batch
+    without ``is_clean`` (``mask_mode=subset``, where the loader already holds only clean samples, or no
+    selection) counts all. A batch with no clean sample contributes 0 instead of NaN.
+
+    ``loss_mask`` is only for code that calls ``training_step`` by hand with three-part batches; it
+    supplies ``is_clean`` for them. Training through a DataModule never needs it.
     """
 
     def __init__(
@@ -45,16 +50,13 @@ class AdapterModule(L.LightningModule):
         self.best_accuracy = nn.ModuleList(MaxMetric() for _ in self.eval_set_names)
         for best in self.best_accuracy:
             best.persistent(True)  # in checkpoints: a resumed run keeps the best accuracy of earlier epochs
-        if loss_mask is not None:
-            if not hasattr(criterion, "reduction"):
-                raise ConfigError(
-                    f"mask_mode=loss_mask needs a criterion with a `reduction` option (per-sample losses); "
-                    f"{type(criterion).__name__} has none: use adapter.mask_mode=subset"
-                )
-            criterion.reduction = "none"  # per-sample losses, averaged over the batch's clean samples below
-            self.register_buffer("loss_mask", torch.as_tensor(loss_mask, dtype=torch.bool), persistent=False)
-        else:
-            self.loss_mask = None
+        if not hasattr(criterion, "reduction"):
+            raise ConfigError(
+                f"phase 2 needs a criterion with a `reduction` option (per-sample losses, weighted by the batch's "
+                f"clean mask); {type(criterion).__name__} has none: give it reduction='mean'|'sum'|'none'"
+            )
+        criterion.reduction = "none"  # per-sample losses, averaged over the batch's clean samples below
+        self.loss_mask = None if loss_mask is None else torch.as_tensor(loss_mask, dtype=torch.bool).cpu()
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -75,22 +77,18 @@ class AdapterModule(L.LightningModule):
             total, trainable = count_parameters(self.model)
             print(f"AdapterModule: {total:,} parameters, {trainable:,} trainable")
 
-    @torch.no_grad()
-    def set_loss_mask(self, mask: torch.Tensor) -> None:
-        """Replace the clean mask in place (``loss_mask`` mode with a per-epoch selection, e.g. GMM)."""
-        if self.loss_mask is None:
-            raise RuntimeError("this AdapterModule was built without a loss mask (mask_mode=subset)")
-        self.loss_mask.copy_(torch.as_tensor(mask, dtype=torch.bool))
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels, indices = batch
+        images, labels, indices = batch[0], batch[1], batch[2]
+        is_clean = batch[3] if len(batch) > 3 else None
+        if is_clean is None and self.loss_mask is not None:
+            is_clean = self.loss_mask[indices.cpu()]
         logits = self(images)
-        if self.loss_mask is not None:
-            weights = self.loss_mask[indices].to(logits.dtype)
-            per_sample = self.criterion(logits, labels, indices)
-            loss = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
+        per_sample = self.criterion(logits, labels, indices)
+        if is_clean is None:  # every sample of the batch counts
+            loss = per_sample.mean()
         else:
-            loss = self.criterion(logits, labels, indices)
+            weights = is_clean.to(device=per_sample.device, dtype=per_sample.dtype)
+            loss = (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 

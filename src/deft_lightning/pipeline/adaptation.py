@@ -1,15 +1,19 @@
-"""Phase 2 as a function: fine-tune the configured backbone on the clean subset, report accuracy."""
+"""Phase 2 as a function: fine-tune the configured backbone on the clean subset, report accuracy.
+
+Every phase-2 run starts the same way, whatever came before it in this process (phase 1, a spawn
+launch, a resume, ``phases=[adapt]`` with ``adapter.selection=PATH``): ``dm.use_selection(selection)``.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
-import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from deft_lightning.data.datamodule import HELDOUT_SET, NoisyLabelDataModule
+from deft_lightning.data.datamodule import HELDOUT_SET, MASK_MODES, NoisyLabelDataModule
 from deft_lightning.errors import ConfigError
 from deft_lightning.io import write_json
 from deft_lightning.modules.adapter import AdapterModule
@@ -17,12 +21,14 @@ from deft_lightning.pipeline.checkpoints import resume_checkpoint
 from deft_lightning.pipeline.loggers import finish_wandb
 from deft_lightning.pipeline.trainer import build_trainer
 from deft_lightning.pipeline.gmm_refit import GMMRefit
+from deft_lightning.selection.clean_selection import CleanSelection
 
 ADAPTATION_DIR = "adaptation"
-MASK_MODES = ("subset", "loss_mask")
 
 
-def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, clean_mask: np.ndarray | None) -> dict:
+def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, selection: CleanSelection | None) -> dict:
+    """Fine-tune on ``selection`` (phase 1's, or one read from a file; None for the baselines that train on
+    every given label) and write ``adaptation/metrics.json``."""
     out_dir = run_dir / ADAPTATION_DIR
     if cfg.get("resume") and (out_dir / "metrics.json").is_file():  # written last: phase 2 is complete
         print(f"Phase 2 already complete in {out_dir}; reusing its metrics.")
@@ -30,19 +36,26 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, cle
     mask_mode = str(cfg.adapter.mask_mode)
     if mask_mode not in MASK_MODES:
         raise ConfigError(f"adapter.mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
-    if cfg.method.uses_clean_subset and clean_mask is None:
+    if dm.mask_mode != mask_mode:
+        raise ValueError(f"the DataModule was built with mask_mode={dm.mask_mode!r}, the config says {mask_mode!r}")
+    if cfg.method.uses_clean_subset and selection is None:
         raise ConfigError(f"method={cfg.method.name} trains on the clean subset: run phase 1 or pass adapter.selection=PATH")
 
     model = instantiate(cfg.backbone.model)(num_classes=dm.num_classes, class_names=dm.class_names)
     criterion = instantiate(cfg.method.loss)(num_samples=dm.num_train, num_classes=dm.num_classes)
-    use_mask = cfg.method.uses_clean_subset
-    gmm_cfg = cfg.method.get("gmm")  # the gmm baseline selects its own subset, every epoch
+    # the baselines train on every given label; the gmm baseline starts there too (warm-up) and then
+    # hands its own per-epoch selection to dm.use_selection
+    dm.use_selection(selection if cfg.method.uses_clean_subset else None,
+                     source=str(cfg.detector.get("selection_source", "inference")))
+    gmm_cfg = cfg.method.get("gmm")
     callbacks = []
+    trainer_cfg = cfg
     if gmm_cfg is not None:
-        use_mask, clean_mask = True, np.ones(dm.num_train, dtype=bool)  # warm-up: every given label
         callbacks.append(GMMRefit(dm, warmup_epochs=int(gmm_cfg.warmup_epochs), threshold=float(gmm_cfg.threshold),
-                                  seed=int(cfg.seed), mask_mode=mask_mode, records_path=out_dir / "gmm_selection.json"))
-    dm.set_clean_mask(clean_mask if use_mask and mask_mode == "subset" else None)
+                                  seed=int(cfg.seed), records_path=out_dir / "gmm_selection.json"))
+        trainer_cfg = copy.deepcopy(cfg)  # the selection changes every epoch: Lightning rebuilds the training loader each epoch
+        with open_dict(trainer_cfg):
+            trainer_cfg.trainer.reload_dataloaders_every_n_epochs = 1
     dm.configure_inputs(model.input_config)
     dm.batch_size = int(cfg.backbone.batch_size)
     module = AdapterModule(
@@ -52,11 +65,10 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, cle
         optimizer=instantiate(cfg.backbone.optimizer),
         scheduler=instantiate(cfg.adapter.scheduler) if cfg.adapter.get("scheduler") else None,
         eval_set_names=dm.eval_set_names,
-        loss_mask=clean_mask if use_mask and mask_mode == "loss_mask" else None,
         channels_last=bool(cfg.backbone.get("channels_last", False)),
         selection_set=HELDOUT_SET if dm.val_fraction > 0 else None,
     )
-    trainer = build_trainer(cfg, "adaptation", run_dir, int(cfg.backbone.epochs), callbacks)
+    trainer = build_trainer(trainer_cfg, "adaptation", run_dir, int(cfg.backbone.epochs), callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "adaptation"),
                 weights_only=True)  # a checkpoint is loaded as tensors and plain values only
 

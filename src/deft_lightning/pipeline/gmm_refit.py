@@ -6,6 +6,11 @@ noise does not blur the two loss modes), a two-component GMM is fitted on the mi
 losses, and the next epoch trains on the low-loss mode only. The selection for epoch e is computed at
 the end of epoch e-1 -- the weights are the same as at the start of epoch e -- because the training
 loader of epoch e is built before any ``on_train_epoch_start`` hook runs.
+
+The refit only hands a :class:`CleanSelection` to ``datamodule.use_selection``, the same door every
+phase-2 selection goes through; the DataModule's ``mask_mode`` decides what it does. The trainer must
+rebuild the training loader every epoch (``reload_dataloaders_every_n_epochs=1``, which
+``run_adaptation`` sets in the trainer config for this method); the callback checks, and changes nothing.
 """
 
 from __future__ import annotations
@@ -29,15 +34,10 @@ from deft_lightning.io import write_json
 from deft_lightning.selection.clean_selection import CleanSelection
 from deft_lightning.selection.gmm import gmm_clean_mask
 
-MASK_MODES = ("subset", "loss_mask")
-
 
 class GMMRefit(Callback):
-    """Refits the GMM selection every epoch after warm-up and hands it to the training loop.
+    """Refits the GMM selection every epoch after warm-up and hands it to the DataModule.
 
-    ``mask_mode=subset`` restricts the DataModule's training loader (the callback turns on
-    ``reload_dataloaders_every_n_epochs=1`` so the next epoch sees the new subset);
-    ``mask_mode=loss_mask`` keeps iterating everything and updates the AdapterModule's loss mask.
     Held-out samples (``data.val_fraction``) are neither scored nor selected. The latest selection is
     part of the callback state, so a resumed run continues with the mask it was about to use.
     With ``records_path``, rank 0 rewrites the per-refit records there after every refit, so they
@@ -50,18 +50,14 @@ class GMMRefit(Callback):
         warmup_epochs: int = 1,
         threshold: float = 0.5,
         seed: int = 0,
-        mask_mode: str = "subset",
         records_path: str | Path | None = None,
     ) -> None:
-        if mask_mode not in MASK_MODES:
-            raise ConfigError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
         if int(warmup_epochs) < 0:
             raise ConfigError(f"method.gmm.warmup_epochs must be >= 0, got {warmup_epochs}")
         self.datamodule = datamodule
         self.warmup_epochs = int(warmup_epochs)
         self.threshold = float(threshold)
         self.seed = int(seed)
-        self.mask_mode = mask_mode
         self.mask: torch.Tensor | None = None  # bool (N,), the selection for epoch `mask_epoch`
         self.mask_epoch: int | None = None
         self.records: list[dict[str, Any]] = []  # one per refit: epoch, clean fraction, precision/recall
@@ -69,13 +65,17 @@ class GMMRefit(Callback):
 
     # ----- Lightning hooks --------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self.mask_mode == "subset":
-            trainer.reload_dataloaders_every_n_epochs = 1  # the training subset changes every epoch
+        if stage == "fit" and trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ConfigError(
+                "method=gmm changes the training selection every epoch, so the trainer must rebuild the training "
+                f"loader every epoch: trainer.reload_dataloaders_every_n_epochs=1 (got "
+                f"{trainer.reload_dataloaders_every_n_epochs})"
+            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after a checkpoint's weights and callback state are restored, before the first loader is built.
         if self.mask is not None:
-            self._apply(pl_module, self.mask.numpy())
+            self.datamodule.use_selection(self._selection(self.mask.numpy(), self.mask_epoch))
         elif self.warmup_epochs == 0:
             self.refit(trainer, pl_module, epoch=0)
 
@@ -119,7 +119,9 @@ class GMMRefit(Callback):
         mask = np.zeros(dm.num_train, dtype=bool)
         mask[pool] = pool_mask
         mask = np.asarray(trainer.strategy.broadcast(mask, src=0), dtype=bool)  # one selection for all ranks
-        self._apply(pl_module, mask)
+        p_clean = np.zeros(dm.num_train)
+        p_clean[pool] = posterior
+        dm.use_selection(self._selection(mask, epoch, p_clean))
         self.mask, self.mask_epoch = torch.from_numpy(mask), int(epoch)
 
         record = {"epoch": int(epoch), **CleanSelection(
@@ -137,11 +139,12 @@ class GMMRefit(Callback):
             return list(self.records)
         return json.loads(self.records_path.read_text())
 
-    def _apply(self, pl_module: L.LightningModule, mask: np.ndarray) -> None:
-        if self.mask_mode == "subset":
-            self.datamodule.set_clean_mask(mask)
-        else:
-            pl_module.set_loss_mask(torch.from_numpy(mask))
+    def _selection(self, mask: np.ndarray, epoch: int | None, p_clean: np.ndarray | None = None) -> CleanSelection:
+        """One row per training sample (held-out rows never clean); the given label stands as the prediction."""
+        dm = self.datamodule
+        given = dm.given_labels
+        return CleanSelection(np.arange(dm.num_train), given, given, mask.astype(float) if p_clean is None else p_clean,
+                              mask, dm.true_labels, source=f"the GMM refit for epoch {epoch}")
 
 
 @torch.no_grad()
