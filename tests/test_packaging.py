@@ -3,8 +3,10 @@ optional extras for W&B / SLURM / Parquet, console scripts for every entry point
 errors exit 2 through them too)."""
 
 import importlib
+import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,20 @@ def test_the_torch_floor_is_what_the_code_uses():
     import torch
 
     assert hasattr(torch.serialization, "safe_globals")
+
+
+def test_the_package_data_ships_with_the_imported_package():
+    """Every file the package-data globs name in src/ is beside the imported package: configs, class names,
+    model configs and the shipped toy weights. In `make test-lowest` (DEFT_EXPECT_INSTALLED=1) the package
+    is the non-editable install, so this checks the wheel's contents, and that the tests do not import src/."""
+    import deft_lightning
+
+    installed = Path(deft_lightning.__file__).resolve().parent
+    source = REPO_ROOT / "src" / "deft_lightning"
+    if os.environ.get("DEFT_EXPECT_INSTALLED"):
+        assert source.resolve() != installed, f"deft_lightning was imported from the source tree {installed}"
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["deft_lightning"]
+    declared = sorted({path.relative_to(source) for pattern in patterns for path in source.glob(pattern)})
+    assert any(str(p).endswith(".safetensors") for p in declared) and any(p.name == "train.yaml" for p in declared)
+    missing = [str(p) for p in declared if not (installed / p).is_file()]
+    assert not missing, f"not shipped in {installed}: {missing}"
