@@ -243,3 +243,41 @@ def test_unknown_model_name_is_a_config_error_naming_the_key() -> None:
 
     with pytest.raises(ConfigError, match="backbone.model.model_name"):
         build_timm_classifier(NUM_CLASSES, "resnet_fifty.a1_in1k", pretrained=False)
+
+
+def test_local_weights_are_checked_without_reading_timm_logs(models, tmp_path: Path) -> None:
+    """The refusal comes from the incompatible keys ``timm.models.load_checkpoint`` returns, so it holds
+    even when timm's builder logger is silenced (the old check parsed that logger's text)."""
+    import logging
+
+    state = {f"model.{k}": v.detach().contiguous() for k, v in models["resnet50"].state_dict().items()}
+    path = tmp_path / "lightning_style.safetensors"
+    save_file(state, str(path))
+    builder = logging.getLogger("timm.models._builder")
+    was_disabled = builder.disabled
+    builder.disabled = True
+    try:
+        with pytest.raises(WeightsLoadError, match="backbone parameters are missing"):
+            build_timm_classifier(NUM_CLASSES, "resnet50.a1_in1k", weights=str(path), image_size=IMAGE_SIZE)
+    finally:
+        builder.disabled = was_disabled
+
+
+def test_phase2_transforms_use_the_backbones_interpolation_and_crop_ratio(models) -> None:
+    """resnet50.a1_in1k is evaluated bicubic from a resize to floor(224 / 0.95) = 235, as timm resolves it
+    (not the bilinear 256 of the reference's CLIP recipe); a CLIP model's transform is unchanged."""
+    from timm.data import resolve_model_data_config
+    from torchvision.transforms import InterpolationMode
+
+    from deft_lightning.data.transforms import build_transform
+
+    model = build_timm_classifier(NUM_CLASSES, "resnet50.a1_in1k", pretrained=False)
+    data = resolve_model_data_config(model)
+    assert (model.input_config.interpolation, model.input_config.crop_pct) == (data["interpolation"], data["crop_pct"])
+    for train in (False, True):
+        resize = build_transform("generic", train, model.input_config).transforms[0]
+        assert resize.size in (235, [235]) and resize.interpolation == InterpolationMode.BICUBIC, (train, resize)
+    squash = build_transform("fine_grained", False, model.input_config).transforms[0]
+    assert tuple(squash.size) == (235, 235)
+    clip = build_transform("generic", False, InputConfig()).transforms[0]
+    assert clip.size == 256 and clip.interpolation == InterpolationMode.BILINEAR

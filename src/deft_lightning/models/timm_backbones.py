@@ -2,20 +2,22 @@
 
 The returned module is the timm model itself (so `forward`, `forward_features` and checkpoint keys are
 timm's), tagged with an `input_config` carrying *that* backbone's pretrained mean/std (SPEC §3 fix:
-each backbone is fed images normalised the way it was pretrained, not with dataset statistics).
+each backbone is fed images normalised the way it was pretrained, not with dataset statistics), its
+interpolation and its crop ratio, all as timm resolves them (`timm.data.resolve_model_data_config`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import re
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch.nn as nn
+from timm.data import resolve_model_data_config
 
 # One error class for "weights problem the user fixes by passing a file", shared with the CLIP
 # loader so train.py reports both backbones' weight errors as user errors, not tracebacks.
@@ -23,14 +25,16 @@ from deft_lightning.errors import ConfigError
 from deft_lightning.models.clip import WeightsUnavailableError, check_weights_file
 from deft_lightning.models.inputs import InputConfig
 
-__all__ = ["WeightsUnavailableError", "WeightsLoadError", "build_timm_classifier"]
+__all__ = ["WeightsUnavailableError", "WeightsLoadError", "TimmInputConfig", "build_timm_classifier"]
 
-# Original JAX/Flax checkpoints (augreg ViT .npz) go through the model's own `load_pretrained`;
-# every other file is read by timm as a plain state dict (.pth, .safetensors, ...).
-_JAX_SUFFIXES = (".npz",)
 
-_BUILDER_LOGGER = "timm.models._builder"
-_MISSING_KEYS = re.compile(r"Missing keys \((.*)\) discovered")
+@dataclass(frozen=True)
+class TimmInputConfig(InputConfig):
+    """What a timm backbone expects beyond size and statistics: how to resize, and the crop ratio
+    (centre crop of ``image_size`` out of a resize to ``image_size / crop_pct``)."""
+
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
 
 
 class WeightsLoadError(WeightsUnavailableError):
@@ -72,12 +76,14 @@ def build_timm_classifier(
     else:
         model = _create(model_name, False, num_classes, image_size, kwargs)
 
-    cfg = model.pretrained_cfg
-    size = image_size if image_size is not None else int(cfg["input_size"][-1])
-    model.input_config = InputConfig(
+    data = resolve_model_data_config(model)  # the pretrained config, with timm's defaults filled in
+    size = image_size if image_size is not None else int(data["input_size"][-1])
+    model.input_config = TimmInputConfig(
         image_size=size,
-        mean=tuple(float(v) for v in cfg["mean"]),
-        std=tuple(float(v) for v in cfg["std"]),
+        mean=tuple(float(v) for v in data["mean"]),
+        std=tuple(float(v) for v in data["std"]),
+        interpolation=str(data["interpolation"]),
+        crop_pct=float(data["crop_pct"]),
     )
     return model
 
@@ -88,10 +94,9 @@ def _create(
     num_classes: int,
     image_size: int | None,
     kwargs: dict[str, Any],
-    overlay: dict[str, Any] | None = None,
 ) -> nn.Module:
     """timm.create_model, passing `img_size` only to architectures that take one (ViTs, not CNNs)."""
-    common = dict(pretrained=pretrained, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs)
+    common = dict(pretrained=pretrained, num_classes=num_classes, **kwargs)
     if image_size is None:
         return timm.create_model(model_name, **common)
     try:
@@ -119,11 +124,13 @@ def _create_from_hub(
 def _create_from_file(
     model_name: str, path: Path, num_classes: int, image_size: int | None, kwargs: dict[str, Any]
 ) -> nn.Module:
-    """Load a local file through timm's own pretrained path, so its key remapping still applies.
+    """Load a local file with ``timm.models.load_checkpoint`` and refuse one that leaves the backbone random.
 
-    timm loads with `strict=False` whenever it drops a pretrained head, so a file for another
-    architecture would silently leave the backbone random; we read timm's missing-keys report and
-    refuse anything but a missing head.
+    The file's head is dropped (the head is always new) and the architecture's own checkpoint filter is
+    applied (key remapping, position-embedding resizing), as timm's pretrained loader does. The load is
+    non-strict, so a file for another architecture or with prefixed keys would silently leave the backbone
+    random: the incompatible keys that ``load_checkpoint`` returns say so, and anything missing outside the
+    head is refused. Original JAX ``.npz`` files go to the model's own ``load_pretrained``.
     """
     # a missing, empty, truncated or garbage file is named here, before timm sees it (no code runs:
     # weights_only / safetensors / a zip index for .npz)
@@ -131,29 +138,24 @@ def _create_from_file(
         path, "backbone.model.weights",
         f"a .pth/.safetensors state dict of {model_name!r} (or an original .npz for augreg ViTs)",
     )
-    # custom_load=False: a .pth/.safetensors copy of e.g. augreg ViT weights is a plain state dict,
-    # although the registry's URL source for that tag is a JAX .npz needing the custom loader.
-    overlay = dict(file=str(path), custom_load=path.suffix.lower() in _JAX_SUFFIXES)
-    recorder = _MissingKeysRecorder()
-    builder_logger = logging.getLogger(_BUILDER_LOGGER)
-    old_level = builder_logger.level
-    recorder.passthrough_level = builder_logger.getEffectiveLevel()
-    builder_logger.addFilter(recorder)
-    builder_logger.setLevel(min(logging.INFO, recorder.passthrough_level))
+    model = _create(model_name, False, num_classes, image_size, kwargs)
+    head_keys = _classifier_prefixes(model)
+    architecture_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+
+    def filter_fn(state_dict: dict, model: nn.Module) -> dict:
+        if architecture_filter is not None:
+            state_dict = architecture_filter(state_dict, model)
+        return {k: v for k, v in state_dict.items() if not k.startswith(head_keys)}
+
     try:
-        model = _create(model_name, True, num_classes, image_size, kwargs, overlay=overlay)
-    except (RuntimeError, KeyError, ValueError, OSError) as err:
+        incompatible = timm.models.load_checkpoint(model, str(path), strict=False, filter_fn=filter_fn)
+    except (RuntimeError, KeyError, ValueError, OSError, NotImplementedError) as err:
         first = str(err).strip().splitlines()
         raise WeightsLoadError(
             f"Could not load weights file {str(path)!r} (backbone.model.weights) into {model_name!r}: "
             f"{type(err).__name__}: {' '.join(first[:2])[:400]}. Expected a state dict of this architecture."
         ) from None
-    finally:
-        builder_logger.removeFilter(recorder)
-        builder_logger.setLevel(old_level)
-
-    head_keys = _classifier_prefixes(model)
-    missing = [k for k in recorder.missing if not any(k.startswith(p) for p in head_keys)]
+    missing = [] if incompatible is None else [k for k in incompatible.missing_keys if not k.startswith(head_keys)]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise WeightsLoadError(
@@ -162,25 +164,6 @@ def _create_from_file(
             f"or a Lightning checkpoint with prefixed keys? Pass a plain state dict of this model."
         )
     return model
-
-
-class _MissingKeysRecorder(logging.Filter):
-    """Collects the keys timm reports as missing after loading, without changing what is printed.
-
-    We lower timm's builder logger to INFO to see that report, so records below the level the user
-    had configured are swallowed here rather than propagated.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.missing: list[str] = []
-        self.passthrough_level = logging.WARNING
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        match = _MISSING_KEYS.search(record.getMessage())
-        if match:
-            self.missing.extend(k.strip() for k in match.group(1).split(",") if k.strip())
-        return record.levelno >= self.passthrough_level
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
