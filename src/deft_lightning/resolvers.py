@@ -90,3 +90,5 @@ def register() -> None:
 
 
 register()
+
+import deft_lightning.config  # noqa: E402,F401  (every composition path imports this module: the schemas too)
