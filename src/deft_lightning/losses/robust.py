@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from deft_lightning.distributed import gather_rows_by_index
+
 __all__ = ["CrossEntropy", "GCELoss", "SCELoss", "ELRLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -175,39 +177,13 @@ class ELRLoss(nn.Module):
             raise ValueError("ELRLoss needs the dataset indices of the batch")
         probs = self.clamped_probabilities(logits)
         if self.training:  # evaluation passes (e.g. a held-out split) must not touch the ensemble
-            self.update_targets(*_from_all_ranks(indices.to(probs.device, torch.long), probs.detach()))
+            # every rank's (index, probabilities), one row per index (sampler padding repeats some), the same
+            # on all ranks; without a process group: this batch's own rows
+            rows = gather_rows_by_index(None, {"index": indices.to(probs.device, torch.long), "probs": probs.detach()},
+                                        to_cpu=False)
+            self.update_targets(rows["index"], rows["probs"])
         ensemble = self.soft_targets[indices.to(self.soft_targets.device, torch.long)].to(probs.dtype)
         agreement = (ensemble * probs).sum(dim=1)
         cross_entropy = F.cross_entropy(_full_precision(logits), targets, reduction="none")
         return _reduce(cross_entropy + self.lam * torch.log(1.0 - agreement), self.reduction)
 
-
-def _from_all_ranks(indices: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every rank's (index, row) pairs, identical on all ranks; one row per index (the lowest rank's).
-
-    A DistributedSampler pads with repeated samples, so an index may arrive twice in one step; keeping a
-    fixed one makes the update deterministic and the same everywhere. Without a process group: as is.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return indices, rows
-    world = torch.distributed.get_world_size()
-    if world == 1:
-        return indices, rows
-    count = torch.tensor([indices.numel()], device=rows.device)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    torch.distributed.all_gather(counts, count)
-    longest = int(max(int(c) for c in counts))
-    padded_index = indices.new_full((longest,), -1)
-    padded_index[: indices.numel()] = indices
-    padded_rows = rows.new_zeros((longest, *rows.shape[1:]))
-    padded_rows[: rows.shape[0]] = rows
-    all_index = [torch.empty_like(padded_index) for _ in range(world)]
-    all_rows = [torch.empty_like(padded_rows) for _ in range(world)]
-    torch.distributed.all_gather(all_index, padded_index)
-    torch.distributed.all_gather(all_rows, padded_rows)
-    index = torch.cat([g[: int(c)] for g, c in zip(all_index, counts)])
-    gathered = torch.cat([g[: int(c)] for g, c in zip(all_rows, counts)])
-    unique, inverse = torch.unique(index, return_inverse=True)
-    position = torch.arange(index.numel(), device=index.device)
-    first = torch.full_like(unique, index.numel()).scatter_reduce_(0, inverse, position, reduce="amin")
-    return index[first], gathered[first]
