@@ -19,7 +19,8 @@ from deft_lightning.errors import ArtifactError
 from deft_lightning.selection.clean_selection import CleanSelection
 
 COLUMNS = ["index", "sample_id", "given_label", "given_class", "predicted_label", "predicted_class",
-           "p_clean", "is_clean", "is_label_issue", "label_quality", "rank", "true_label", "fingerprint"]
+           "p_clean", "is_clean", "is_label_issue", "label_quality", "rank", "online_is_clean", "true_label",
+           "fingerprint"]
 CLASS_NAMES = ["red", "green", "blue", "yellow", "purple"]  # dataset=synthetic, 5 classes
 
 

@@ -26,7 +26,8 @@ def test_demo_runs_both_phases_and_writes_the_documented_files(demo_overrides, t
 
     rows = read_rows(run / "detection" / "selection.csv")
     assert list(rows[0]) == ["index", "sample_id", "given_label", "given_class", "predicted_label", "predicted_class",
-                             "p_clean", "is_clean", "is_label_issue", "label_quality", "rank", "true_label", "fingerprint"]
+                             "p_clean", "is_clean", "is_label_issue", "label_quality", "rank", "online_is_clean",
+                             "true_label", "fingerprint"]
     assert [int(r["index"]) for r in rows] == list(range(200))
     # the saved mask is exactly p_clean > 0.5, row by row
     assert all(int(r["is_clean"]) == int(float(r["p_clean"]) > 0.5) for r in rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from deft_lightning.errors import ConfigError
 from deft_lightning.models.inputs import InputConfig
 from deft_lightning.modules.per_sample import PerSampleDetector
 from deft_lightning.modules.registry import _REGISTRY, detector_entry, register_detector, registered_detectors
+from deft_lightning.selection.clean_selection import CleanSelection
 
 KIND = "tiny_probe"
 LABEL = "Tiny pixel probe"
@@ -60,8 +62,8 @@ class TinyProbeDetector(PerSampleDetector):
         images, labels, indices = batch
         probs = self(images).softmax(dim=1)
         predicted = probs.argmax(dim=1)
-        return self._store({"index": indices, "p_clean": probs.gather(1, labels.view(-1, 1)).squeeze(1),
-                            "is_clean": predicted == labels, "predicted_label": predicted, "class_probs": probs})
+        return {"index": indices, "p_clean": probs.gather(1, labels.view(-1, 1)).squeeze(1),
+                "is_clean": predicted == labels, "predicted_label": predicted, "class_probs": probs}
 
 
 def store_config_node() -> None:
@@ -112,6 +114,10 @@ def test_a_detector_registered_here_runs_detect_and_appears_in_the_report_and_th
     assert json.loads((out / "summary.json").read_text())["detector_label"] == LABEL
     assert LABEL in (out / "report.md").read_text()
     assert (out / "detector_weights.pt").is_file()  # it trains: the entry says so, so its weights are saved
+    # its training_step returned (index, selected) rows: the last epoch's decisions are a column of the selection
+    selection = CleanSelection.read_csv(out / "selection.csv")
+    assert selection.online_is_clean is not None and set(np.unique(selection.online_is_clean)) <= {0, 1}
+    assert summary["online_last_epoch"]["num_clean"] == int((selection.online_is_clean == 1).sum())
 
     entry = _REGISTRY.pop(KIND)  # aggregate reads the label the run recorded: the plugin need not be imported
     try:

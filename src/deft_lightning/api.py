@@ -311,7 +311,6 @@ class Detector:
                 batch_labels = None if given is None else torch.as_tensor(given[start : start + len(chunk)],
                                                                           device=self.device)
                 rows = self._batch_rows(pixels, batch_labels)
-                self.module.predictions = []  # predict_step keeps its rows for the pipeline's writer: not here
                 parts.append({k: v.detach().cpu() for k, v in rows.items() if k != "index"})
         if not parts:
             raise ConfigError("no images to score.")

@@ -7,22 +7,29 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from deft_lightning.distributed import concat_rows, gather_rows_by_index
 from deft_lightning.io import atomic_path
 from deft_lightning.selection.clean_selection import CleanSelection, label_quality_scores
 
 
-class SelectionWriter(Callback):
-    """After the inference pass: gather (index, p_clean, prediction) from all ranks, write once on rank 0.
+ONLINE_STAGING = "online_mask.npy"  # the last epoch's decisions between fit and the inference pass
 
-    The CSV is renamed into place only when complete, and every rank waits for it before going on.
+
+class SelectionWriter(BasePredictionWriter):
+    """Lightning's prediction writer for phase 1: collects every ``predict_step`` output (rows keyed by
+    ``index``), gathers them from all ranks after the pass and writes the selection once, on rank 0.
+
+    The CSV is renamed into place only when complete, and every rank waits for it before going on: the
+    pipeline reads the file back (``read_selection_files``), the same way in-process and under spawn.
     Rules that need every sample at once (small-loss ranking, GMM) run on the gathered rows through
     the module's ``finalize_selection``; ``sample_ids`` and ``class_names`` make the file readable, and
-    ``fingerprint`` ties it to the data it was made from. Beside the CSV: ``pred_probs.npy``,
-    ``classes.txt`` (the class of each ``pred_probs`` column, one per line) and, when the module returned
-    them (``report.features=true``), ``features.npy``: the L2-normalised image features of the pass.
+    ``fingerprint`` ties it to the data it was made from. ``online_decisions`` is the file the
+    ``OnlineSelectionRecorder`` left after the last training epoch (None when nothing was trained): it
+    becomes the ``online_is_clean`` column. Beside the CSV: ``pred_probs.npy``, ``classes.txt`` (the
+    class of each ``pred_probs`` column, one per line) and, when the module returned them
+    (``report.features=true``), ``features.npy``: the L2-normalised image features of the pass.
     """
 
     def __init__(
@@ -33,19 +40,28 @@ class SelectionWriter(Callback):
         sample_ids: list[str] | None = None,
         class_names: list[str] | None = None,
         fingerprint=None,
+        online_decisions: str | Path | None = None,
     ) -> None:
+        super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.fingerprint = fingerprint  # what the selection is made from (selection/fingerprint.py)
         self.given_labels = np.asarray(given_labels)
         self.true_labels = None if true_labels is None else np.asarray(true_labels)
         self.sample_ids = None if sample_ids is None else np.asarray(sample_ids, dtype=str)
         self.class_names = None if class_names is None else list(class_names)
-        self.selection: CleanSelection | None = None
-        self.class_probs: np.ndarray | None = None
-        self.features: np.ndarray | None = None
+        self.online_decisions = None if online_decisions is None else Path(online_decisions)
+        self._rows: list[dict[str, torch.Tensor]] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx) -> None:
+        self._rows.append({name: value.detach() for name, value in prediction.items()})
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        rows = gather_rows_by_index(pl_module, concat_rows(pl_module.predictions))
+        rows = gather_rows_by_index(pl_module, concat_rows(self._rows))
+        self._rows = []
         index = rows["index"].numpy()
         if len(index) != len(self.given_labels) or not np.array_equal(index, np.arange(len(self.given_labels))):
             raise RuntimeError(
@@ -55,12 +71,15 @@ class SelectionWriter(Callback):
         finalize = getattr(pl_module, "finalize_selection", None)
         if finalize is not None:
             rows = finalize(rows)
-        self.class_probs = rows["class_probs"].float().numpy()
+        class_probs = rows["class_probs"].float().numpy()
         p_clean = rows["p_clean"].double().numpy()
         given = self.given_labels[index]
-        self.selection = CleanSelection(
+        online = None
+        if self.online_decisions is not None and self.online_decisions.is_file():
+            online = np.load(self.online_decisions, allow_pickle=False).astype(np.int8)
+        selection = CleanSelection(
             index=index,
-            given_label=self.given_labels[index],
+            given_label=given,
             predicted_label=rows["predicted_label"].numpy(),
             p_clean=p_clean,
             is_clean=rows["is_clean"].numpy(),
@@ -68,19 +87,18 @@ class SelectionWriter(Callback):
             sample_id=None if self.sample_ids is None else self.sample_ids[index],
             class_names=self.class_names,
             fingerprint=self.fingerprint,
-            label_quality=label_quality_scores(p_clean, given, self.class_probs),
+            label_quality=label_quality_scores(p_clean, given, class_probs),
+            online_is_clean=None if online is None else online[index],
         )
-        if "features" in rows:
-            self.features = rows["features"].float().numpy()
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            _save_npy(self.output_dir / "pred_probs.npy", self.class_probs)
-            if self.features is not None:
-                _save_npy(self.output_dir / "features.npy", self.features)
+            _save_npy(self.output_dir / "pred_probs.npy", class_probs)
+            if "features" in rows:
+                _save_npy(self.output_dir / "features.npy", rows["features"].float().numpy())
             if self.class_names is not None:
                 with atomic_path(self.output_dir / "classes.txt") as tmp:
                     tmp.write_text("".join(f"{name}\n" for name in self.class_names), encoding="utf-8")
-            self.selection.write_csv(self.output_dir / "selection.csv")
+            selection.write_csv(self.output_dir / "selection.csv")
         trainer.strategy.barrier("selection_written")
 
 
@@ -91,14 +109,18 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 class OnlineSelectionRecorder(Callback):
-    """Per-epoch view of the decisions made on the fly, and the reference's last-epoch mask.
+    """Per-epoch view of the decisions made on the fly, and the reference's last-epoch decisions.
 
-    Every epoch the (index, selected) records of all ranks are gathered (de-duplicated by index) and
-    logged as ``train/online_clean_fraction`` and, when the true labels are known, as
-    ``train/online_{precision,recall,f1}`` of the selection among the samples seen that epoch. The
-    module only keeps records; the labels come from the DataModule through this callback.
-    After the last epoch the mask is written as ``online_mask.npy`` (-1 where a sample was not seen),
-    so that it can be compared with the inference-pass selection.
+    A detector reports its decisions per training step: ``training_step`` returns
+    ``{"loss", "index", "selected"}`` and this callback collects them from ``on_train_batch_end``'s
+    outputs. (DetectorModule and SmallLossModule still return the bare loss, which the exactness oracle
+    and the benchmark harness call ``backward()`` on, and keep their step's rows in ``online_records``;
+    that is read only where a step returned no rows.) Every epoch the rows of all ranks are gathered
+    (de-duplicated by index) and logged as ``train/online_clean_fraction`` and, when the true labels are
+    known, as ``train/online_{precision,recall,f1}`` among the samples seen that epoch. After the last
+    epoch rank 0 stages them as ``online_mask.npy`` (-1 where a sample was not seen): a file because fit
+    and the inference pass may run in different spawned processes, and a resumed phase 1 may not train at
+    all. The ``SelectionWriter`` turns it into the ``online_is_clean`` column of ``selection.csv``.
     """
 
     def __init__(
@@ -112,11 +134,26 @@ class OnlineSelectionRecorder(Callback):
         self.num_samples = int(num_samples)
         known = given_labels is not None and true_labels is not None
         self.truly_clean = (np.asarray(given_labels) == np.asarray(true_labels)) if known else None
+        self._rows: list[torch.Tensor] = []
+
+    @property
+    def staged_path(self) -> Path:
+        return self.output_dir / ONLINE_STAGING
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if isinstance(outputs, dict) and "selected" in outputs and "index" in outputs:
+            self._rows.append(torch.stack([outputs["index"], outputs["selected"].long()], dim=1).detach())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not pl_module.online_records:
+        records = self._rows or list(getattr(pl_module, "online_records", None) or [])
+        self._rows = []
+        if not records:
             return
-        rows = torch.cat(pl_module.online_records)
+        rows = torch.cat(records)
         gathered = gather_rows_by_index(pl_module, {"index": rows[:, 0], "selected": rows[:, 1]})
         index = gathered["index"].numpy()
         selected = gathered["selected"].numpy().astype(bool)
@@ -127,9 +164,7 @@ class OnlineSelectionRecorder(Callback):
         mask = np.full(self.num_samples, -1, dtype=np.int8)
         mask[index] = selected
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.output_dir / "online_mask.npy") as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, mask)
+        _save_npy(self.staged_path, mask)
 
 
 def online_metrics(selected: np.ndarray, truly_clean: np.ndarray | None) -> dict[str, float]:

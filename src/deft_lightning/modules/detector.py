@@ -193,7 +193,6 @@ class DetectorModule(PerSampleDetector):
 
     # ----- the final inference pass -----------------------------------------------------------
     def on_predict_epoch_start(self) -> None:
-        super().on_predict_epoch_start()
         self._cached_text = None
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
@@ -210,7 +209,7 @@ class DetectorModule(PerSampleDetector):
         }
         if self.return_features:
             out["features"] = image_features.float()
-        return self._store(out)
+        return out
 
     # ----- checkpoints and the reusable detector artefact --------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -62,4 +62,4 @@ class LabelMatchModule(PerSampleDetector):
         rows = {"index": indices, **label_match_selection(logits, labels)}
         if self.return_features:
             rows["features"] = image_features
-        return self._store(rows)
+        return rows

@@ -1,9 +1,10 @@
 """What the phase-1 detectors share with the pipeline: an eval on the test sets and per-sample predictions.
 
 Every detector's ``predict_step`` returns rows ``index, p_clean, is_clean, predicted_label,
-class_probs`` (plus anything its rule needs) and stores them in ``self.predictions``; the
-``SelectionWriter`` callback gathers them across ranks and, when the rule needs the whole training
-set (small-loss ranking, GMM), calls ``finalize_selection`` on the gathered rows before writing.
+class_probs`` (plus anything its rule needs); Lightning hands them to the ``SelectionWriter``
+(a ``BasePredictionWriter``), which gathers them across ranks and, when the rule needs the whole
+training set (small-loss ranking, GMM), calls ``finalize_selection`` on the gathered rows before
+writing. The module keeps no prediction rows itself.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ class PerSampleDetector(L.LightningModule):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
-        self.predictions: list[dict[str, torch.Tensor]] = []
-        self.online_records: list[torch.Tensor] = []  # (index, selected) rows of the current epoch
+        # (index, selected) rows of the current epoch, for modules whose training_step returns the bare loss
+        # (see callbacks.OnlineSelectionRecorder)
+        self.online_records: list[torch.Tensor] = []
         self.test_accuracy = nn.ModuleList()
         self.eval_set_names: list[str] = ["test"]
         # report.features: the inference pass also returns the L2-normalised image features ("features")
@@ -39,14 +41,6 @@ class PerSampleDetector(L.LightningModule):
         metric.update(self(images).argmax(dim=1), labels)
         name = self.eval_set_names[dataloader_idx]
         self.log(f"val/{name}_acc", metric, on_epoch=True, add_dataloader_idx=False, batch_size=images.shape[0])
-
-    def on_predict_epoch_start(self) -> None:
-        self.predictions = []
-
-    def _store(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        rows = {name: value.detach() for name, value in rows.items()}
-        self.predictions.append(rows)
-        return rows
 
     def finalize_selection(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decisions that need every sample's row (gathered, sorted by index); per-sample rules keep them."""

@@ -148,7 +148,7 @@ class SmallLossModule(PerSampleDetector):
         }
         if self.return_features:
             rows["features"] = F.normalize(projected.float(), dim=-1)
-        return self._store(rows)
+        return rows
 
     def finalize_selection(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         mask, posterior = small_loss_selection(

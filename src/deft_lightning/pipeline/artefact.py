@@ -81,9 +81,29 @@ def project_node(group: str, name: str) -> DictConfig:
     if name not in project_choices(group):
         raise ArtifactError(f"{group} {name!r} is not one of the project's {group} choices {project_choices(group)}")
     node = OmegaConf.load(conf_dir() / group / f"{name}.yaml")
-    if "defaults" in node:
-        raise ArtifactError(f"conf/{group}/{name}.yaml has a defaults list; artefacts rebuild only plain nodes")
+    if "defaults" in node:  # its schema and shared blocks: composed by Hydra from the project's own files only
+        return _composed_node(group, name)
     return node
+
+
+def _composed_node(group: str, name: str) -> DictConfig:
+    """``conf/<group>/<name>.yaml`` with its defaults list applied, composed from the package's config
+    module in a Hydra context of its own; the caller's (a running ``@hydra.main``) is restored after.
+    Interpolations are left unresolved and the schema's typing is dropped, as for a file without defaults."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="deft_lightning.conf", version_base="1.3"):
+            composed = compose(config_name=f"{group}/{name}")
+    finally:
+        restore_gh_from_backup(backup)
+    node = composed[group] if group in composed else composed  # a group's file composes into its package
+    # as plain a node as a file without defaults: the artefact's checked values (clip.init_seed) go on top
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=False))
 
 
 # ----- writing ------------------------------------------------------------------------------------

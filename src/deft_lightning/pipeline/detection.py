@@ -116,14 +116,15 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     module.return_features = bool(report.get("features", False))
     dm.configure_inputs(inputs)
     dm.batch_size = int(cfg.detector.batch_size)
-    dm.set_clean_mask(None)
+    dm.use_selection(None)  # phase 1 trains on every sample
 
     fingerprint = fingerprint_of(dm)
-    writer = SelectionWriter(out_dir, dm.given_labels, dm.true_labels, sample_ids=dm.files.train.sample_ids,
-                             class_names=dm.class_names, fingerprint=fingerprint)
     train_now = entry.trains and artefact is None
+    online = OnlineSelectionRecorder(out_dir, dm.num_train, dm.given_labels, dm.true_labels) if train_now else None
+    writer = SelectionWriter(out_dir, dm.given_labels, dm.true_labels, sample_ids=dm.files.train.sample_ids,
+                             class_names=dm.class_names, fingerprint=fingerprint,
+                             online_decisions=online.staged_path if online is not None else None)
     if train_now:
-        online = OnlineSelectionRecorder(out_dir, dm.num_train, dm.given_labels, dm.true_labels)
         trainer = build_trainer(cfg, "detection", run_dir, int(cfg.detector.epochs), [online, writer])
         trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(cfg, run_dir, "detection"),
                     weights_only=True)  # a checkpoint is loaded as tensors and plain values only
@@ -135,9 +136,8 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     eval_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     trainer.predict(module, dataloaders=dm.inference_dataloader(), return_predictions=False)
 
-    selection = writer.selection
-    if selection is None:  # a spawn-launched inference pass ran in child processes: read what rank 0 wrote
-        selection = CleanSelection.read_csv(out_dir / "selection.csv")
+    # what the writer wrote on rank 0, read back: the same code whether the pass ran here or in spawned processes
+    selection, pred_probs = read_written_selection(out_dir, dm)
     rule = entry.rule(cfg.detector)
     summary = {"detector": str(cfg.detector.get("name", entry.kind)), "detector_kind": entry.kind,
                "detector_rule": rule.name, "detector_label": rule.label, "p_clean": rule.p_clean,
@@ -145,9 +145,8 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
                "inference": selection.metrics()}
     if artefact is not None:
         summary["detector_weights_from"] = str(weights_path)
-    online_mask = _online_mask(out_dir, dm) if train_now else None
-    if online_mask is not None:
-        summary["online_last_epoch"] = _mask_metrics(online_mask, dm)
+    if selection.online_is_clean is not None:
+        summary["online_last_epoch"] = _mask_metrics(selection.online_is_clean == 1, dm)
     summary["detector_test_accuracy"] = eval_metrics
     summary["noise"] = dm.noise.summary()
     summary["true_labels_known"] = dm.true_labels is not None
@@ -156,7 +155,7 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
         if entry.trains:
             save_detector_weights(module, cfg, out_dir / "detector_weights.pt", dm.class_names,
                                   inputs={"family": dm.files.family, "native_size": dm._native_size()})
-        summary["export"] = export_selection(report.get("export") or {}, out_dir, selection, dm, writer.class_probs)
+        summary["export"] = export_selection(report.get("export") or {}, out_dir, selection, dm, pred_probs)
         summary = write_report(  # summary.json last: it marks phase 1 as complete
             out_dir, selection, summary, dm.files.train, dm.num_classes,
             num_suspects=int(report.get("num_suspects", 36)), parquet=bool(report.get("parquet", True)),
@@ -169,13 +168,19 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
 
 
 def mask_for_phase2(cfg: DictConfig, selection: CleanSelection, run_dir: Path, dm: NoisyLabelDataModule) -> np.ndarray:
-    """The inference-pass mask (default), or the reference's last-epoch online decisions."""
+    """The inference-pass mask (default), or the reference's last-epoch online decisions (the selection's
+    ``online_is_clean`` column). Superseded by ``dm.use_selection(selection, source)``."""
     if str(cfg.detector.get("selection_source", "inference")) == "online":
-        online = _online_mask(run_dir / DETECTION_DIR, dm)
-        if online is None:
-            raise SelectionError(f"no online_mask.npy in {run_dir / DETECTION_DIR}: rerun phase 1")
-        return online
+        return selection.online_mask(dm.num_train)
     return selection.mask(dm.num_train)
+
+
+def read_written_selection(out_dir: Path, dm: NoisyLabelDataModule) -> tuple[CleanSelection, np.ndarray]:
+    """The selection and ``pred_probs`` the ``SelectionWriter`` wrote into ``out_dir``, with this run's full
+    class-name list (the file only names the classes that occur in it)."""
+    selection = CleanSelection.read_csv(out_dir / "selection.csv")
+    selection.class_names = list(dm.class_names)
+    return selection, np.load(out_dir / "pred_probs.npy", allow_pickle=False)
 
 
 def load_selection(path: str | Path, dm: NoisyLabelDataModule) -> CleanSelection:
@@ -254,13 +259,6 @@ def load_detector_weights(module: L.LightningModule, artefact: dict, path) -> No
     for name, value in (artefact.get("extra") or {}).items():
         if hasattr(module, name):
             setattr(module, name, value)
-
-
-def _online_mask(out_dir: Path, dm: NoisyLabelDataModule) -> np.ndarray | None:
-    path = out_dir / "online_mask.npy"
-    if not path.is_file():
-        return None
-    return np.load(path, allow_pickle=False) == 1
 
 
 def _mask_metrics(mask: np.ndarray, dm: NoisyLabelDataModule) -> dict:

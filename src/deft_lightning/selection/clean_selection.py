@@ -21,6 +21,9 @@ REPORT_COLUMNS = ["index", "sample_id", "given_label", "given_class", "predicted
                   "p_clean", "is_clean", "is_label_issue"]
 # The ranking, when the class probabilities were known at writing time (see ``label_quality_scores``).
 QUALITY_COLUMNS = ["label_quality", "rank"]
+# The detector's own decisions during its last training epoch (the reference's mask), when it trained:
+# 1 selected, 0 not, -1 not seen in that epoch. ``detector.selection_source=online`` hands these to phase 2.
+ONLINE_COLUMN = "online_is_clean"
 SCORED_SETS = ("precision/recall/f1: the clean set (is_clean against given == true label); "
                "issue_precision/issue_recall/issue_f1: the issue set (is_label_issue against given != true label)")
 
@@ -77,15 +80,18 @@ class CleanSelection:
     fingerprint: Fingerprint | None = None
     source: str | None = None
     label_quality: np.ndarray | None = None  # see label_quality_scores; the rank follows from it
+    online_is_clean: np.ndarray | None = None  # last training epoch's decisions: 1, 0, or -1 (not seen)
 
     def __post_init__(self) -> None:
         order = np.argsort(self.index, kind="stable")
         for name in ("index", "given_label", "predicted_label", "p_clean", "is_clean", "true_label", "sample_id",
-                     "label_quality"):
+                     "label_quality", "online_is_clean"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, np.asarray(value)[order])
         self.is_clean = self.is_clean.astype(bool)
+        if self.online_is_clean is not None:
+            self.online_is_clean = self.online_is_clean.astype(np.int8)
         if self.sample_id is not None:
             self.sample_id = self.sample_id.astype(str)
         if len(np.unique(self.index)) != len(self.index):
@@ -119,6 +125,16 @@ class CleanSelection:
             )
         return self.is_clean.copy()
 
+    def online_mask(self, num_samples: int) -> np.ndarray:
+        """Boolean mask of the last training epoch's decisions (unseen samples count as not selected)."""
+        if self.online_is_clean is None:
+            raise SelectionError(
+                f"{self.source or 'the selection'} has no {ONLINE_COLUMN!r} column: its detector did not train in "
+                "that run (or the file predates the column); rerun phase 1 or use detector.selection_source=inference"
+            )
+        self.mask(num_samples)  # validates coverage
+        return self.online_is_clean == 1
+
     def metrics(self) -> dict:
         """Clean fraction and, when the true labels are known, precision/recall/F1 of both sets.
 
@@ -139,6 +155,7 @@ class CleanSelection:
     # ----- files ------------------------------------------------------------------------------
     def columns(self) -> list[str]:
         return (REPORT_COLUMNS + (QUALITY_COLUMNS if self.label_quality is not None else [])
+                + ([ONLINE_COLUMN] if self.online_is_clean is not None else [])
                 + (["true_label"] if self.true_label is not None else [])
                 + (["fingerprint"] if self.fingerprint is not None else []))
 
@@ -158,6 +175,8 @@ class CleanSelection:
         if self.label_quality is not None:
             table["label_quality"] = self.label_quality.astype(np.float64)
             table["rank"] = self.rank
+        if self.online_is_clean is not None:
+            table[ONLINE_COLUMN] = self.online_is_clean.astype(np.int64)
         if self.true_label is not None:
             table["true_label"] = self.true_label.astype(np.int64)
         if self.fingerprint is not None:
@@ -225,6 +244,11 @@ class CleanSelection:
         flags = column("is_clean", np.int64)
         if not np.isin(flags, (0, 1)).all():
             raise SelectionError(f"{path}: column 'is_clean' must hold 0 or 1.")
+        online = None
+        if ONLINE_COLUMN in data:  # optional: files of detectors that did not train, and older files, lack it
+            online = column(ONLINE_COLUMN, np.int64)
+            if not np.isin(online, (-1, 0, 1)).all():
+                raise SelectionError(f"{path}: column {ONLINE_COLUMN!r} must hold 1, 0 or -1 (not seen).")
         fingerprint = None
         if "fingerprint" in data:
             tokens = set(data["fingerprint"])
@@ -246,6 +270,7 @@ class CleanSelection:
             fingerprint=fingerprint,
             source=str(path),
             label_quality=column("label_quality", np.float64) if "label_quality" in data else None,
+            online_is_clean=online,
         )
 
 
