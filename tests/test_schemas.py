@@ -42,7 +42,7 @@ def test_a_misspelt_key_on_the_command_line_fails_naming_it(override, key):
     ("detector.epochs=ten", "detector.epochs"),
     ("noise.ratio=high", "noise.ratio"),
     ("peft.module.num_tokens=many", "peft.module.num_tokens"),
-    ("callbacks.checkpoint=maybe", "callbacks.checkpoint"),
+    ("callbacks.progress_bar=maybe", "callbacks.progress_bar"),
     ("seed=abc", "seed"),
 ])
 def test_a_wrong_type_fails_naming_the_key(override, key):

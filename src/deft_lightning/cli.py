@@ -224,8 +224,9 @@ QUIET_WARNINGS = (
     r".*You defined a `validation_step` but have no `val_dataloader`.*",
 )
 QUIET_LOG_MESSAGES = {
-    # Lightning's advertisement when litlogger is not installed
-    "lightning.pytorch.utilities.rank_zero": ("litlogger",),
+    # Lightning's advertisement when litlogger is not installed; its note that callbacks.model_summary
+    # (conf/callbacks/default.yaml) replaces its own default summary
+    "lightning.pytorch.utilities.rank_zero": ("litlogger", "Trainer already configured with model summary callbacks"),
     "lightning.fabric.utilities.rank_zero": ("litlogger",),
 }
 

@@ -381,9 +381,33 @@ class WandbLoggerConfig:
 
 # ----- callbacks -------------------------------------------------------------------------------------
 @dataclass
+class ModelCheckpointConfig:
+    _target_: str = MISSING
+    filename: str = MISSING
+    save_top_k: int = MISSING
+    save_last: bool = MISSING
+    every_n_epochs: int = MISSING
+    save_on_train_epoch_end: bool = MISSING
+    enable_version_counter: bool = MISSING
+
+
+@dataclass
+class ModelSummaryConfig:
+    _target_: str = MISSING
+    max_depth: int = MISSING
+
+
+@dataclass
 class CallbacksConfig:
+    """Each callback a ``_target_`` node (``Any``: null leaves it out), plus the progress-bar switch."""
+
     progress_bar: bool = MISSING
-    checkpoint: bool = MISSING
+    model_checkpoint: Any = MISSING
+    rng_state: Any = MISSING
+    model_summary: Any = MISSING
+    stop_on_signal: Any = MISSING
+    bar: Any = MISSING
+    epoch_lines: Any = MISSING
     extra: Dict[str, Any] = MISSING  # a user's own callbacks, each a _target_ node
 
 
@@ -520,5 +544,7 @@ SCHEMAS: dict[str, type] = {
     "schema_logger_csv": CSVLoggerConfig,
     "schema_logger_wandb": WandbLoggerConfig,
     "schema_callbacks": CallbacksConfig,
+    "schema_callback_model_checkpoint": ModelCheckpointConfig,
+    "schema_callback_model_summary": ModelSummaryConfig,
     "schema_paths": PathsConfig,
 }

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from deft_lightning.errors import ArtifactError
+from deft_lightning.io import atomic_path
 
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -61,39 +62,34 @@ def check_checkpoint_file(path: Path, phase: str) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint beside its target and renames it into place.
+    """Writes a checkpoint beside its target and renames it into place (:func:`deft_lightning.io.atomic_path`).
 
     Lightning writes checkpoints in place, so a kill during the write would leave a truncated
     ``last.ckpt`` that ``resume=true`` could not load; a rename is all-or-nothing on local disks.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path_str = os.fspath(path)
-        if "://" in path_str:  # remote storage: keep Lightning's own writer
+        if "://" in os.fspath(path):  # remote storage: keep Lightning's own writer
             return super().save_checkpoint(checkpoint, path, storage_options)
-        target = Path(path_str)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
 
-def build_checkpoint_callback(run_dir: Path, phase: str) -> ModelCheckpoint:
+def build_checkpoint_callback(run_dir: Path, phase: str, spec: DictConfig | None = None) -> ModelCheckpoint:
     """``checkpoints/<phase>/last.ckpt``, overwritten after every training epoch (validation included).
 
-    Saved as the single "top-k" checkpoint under the name ``last``: with ``save_top_k=0`` Lightning
-    writes ``save_last`` only when training ends, which is useless for resuming a killed run. No
-    version counter, so a rerun in the same directory overwrites instead of writing ``last-v1.ckpt``.
+    ``spec`` is ``callbacks.model_checkpoint`` (its settings and why: ``conf/callbacks/default.yaml``);
+    without one, the shipped file's node.
     """
-    return ModelCheckpoint(
-        dirpath=checkpoint_dir(run_dir, phase),
-        filename=Path(LAST_CHECKPOINT).stem,
-        save_top_k=1,
-        save_last=False,
-        every_n_epochs=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    from hydra.utils import instantiate
+
+    if spec is None:
+        spec = shipped_callback("model_checkpoint")
+    return instantiate(spec, dirpath=str(checkpoint_dir(run_dir, phase)))
+
+
+def shipped_callback(name: str) -> DictConfig:
+    """A callback node of the shipped ``conf/callbacks/default.yaml``, read without composing the config."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "default.yaml")[name]
