@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 HELDOUT_SET = "heldout"  # eval-set name of the held-out part of the noisy training set
 MASK_MODES = ("subset", "loss_mask")  # adapter.mask_mode
 SELECTION_SOURCES = ("inference", "online")  # detector.selection_source: which column of the selection is used
-ONLINE_COLUMN = "online_is_clean"  # the last-epoch online decisions, a column of the same selection file
 
 
 class WithCleanFlag(Dataset):
@@ -254,16 +253,9 @@ class NoisyLabelDataModule(L.LightningDataModule):
         if selection is None:
             self._set_mask(None, "every sample")
             return None
+        # one row per training sample, or a SelectionError naming the file (and the missing online column)
+        mask = selection.online_mask(self.num_train) if source == "online" else selection.mask(self.num_train)
         where = selection.source or "the selection"
-        mask = selection.mask(self.num_train)  # one row per training sample, or a SelectionError naming the file
-        if source == "online":
-            online = getattr(selection, ONLINE_COLUMN, None)
-            if online is None:
-                raise SelectionError(
-                    f"{where} has no {ONLINE_COLUMN!r} column, which detector.selection_source=online reads: rerun "
-                    "phase 1 with this version (it writes the column), or use detector.selection_source=inference."
-                )
-            mask = np.asarray(online, dtype=bool).copy()
         self._set_mask(mask, where)
         return self.clean_mask
 

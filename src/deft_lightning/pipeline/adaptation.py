@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from deft_lightning.data.datamodule import HELDOUT_SET, MASK_MODES, NoisyLabelDataModule
 from deft_lightning.errors import ConfigError
@@ -53,9 +53,7 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, sel
     if gmm_cfg is not None:
         callbacks.append(GMMRefit(dm, warmup_epochs=int(gmm_cfg.warmup_epochs), threshold=float(gmm_cfg.threshold),
                                   seed=int(cfg.seed), records_path=out_dir / "gmm_selection.json"))
-        trainer_cfg = copy.deepcopy(cfg)  # the selection changes every epoch: Lightning rebuilds the training loader each epoch
-        with open_dict(trainer_cfg):
-            trainer_cfg.trainer.reload_dataloaders_every_n_epochs = 1
+        trainer_cfg = with_trainer_options(cfg, reload_dataloaders_every_n_epochs=1)  # a new selection each epoch
     dm.configure_inputs(model.input_config)
     dm.batch_size = int(cfg.backbone.batch_size)
     module = AdapterModule(
@@ -102,3 +100,14 @@ def run_adaptation(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path, sel
     finish_wandb()
     return metrics
 
+
+
+def with_trainer_options(cfg: DictConfig, **options) -> DictConfig:
+    """A copy of ``cfg`` whose ``trainer`` node also sets these ``lightning.Trainer`` arguments.
+
+    The trainer schema lists only the keys the shipped YAMLs set, so the node is replaced by a plain
+    (resolved) copy with the options added; ``cfg`` itself is left as composed.
+    """
+    copied = copy.deepcopy(cfg)
+    copied.trainer = OmegaConf.merge(OmegaConf.to_container(copied.trainer, resolve=True), options)
+    return copied
