@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from deft_lightning.data.base import DatasetError
-from deft_lightning.data.readers.toy import read_toy
+from deft_lightning.toy.reader import read_toy
 from deft_lightning.toy import pretrain as toy_pretrain
 from deft_lightning.toy.generator import (
     COLOUR_NAMES,

@@ -48,7 +48,7 @@ def zero_shot_accuracy(
 
 
 def main(argv: Sequence[str] | None = None) -> float:
-    from deft_lightning.data.readers.toy import read_toy
+    from deft_lightning.toy.reader import read_toy
     from deft_lightning.toy.pretrain import input_config, load_pretrained
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
