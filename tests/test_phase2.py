@@ -272,6 +272,45 @@ def test_use_selection_owns_the_mask_in_both_modes(tmp_path):
         dm.use_selection(selection_of(dm, dm.heldout_mask.copy()))
 
 
+@pytest.mark.parametrize("mask_mode", ["subset", "loss_mask"])
+def test_phases_adapt_with_a_selection_file_goes_through_use_selection(mask_mode, demo_overrides, tmp_path,
+                                                                       monkeypatch):
+    """phases=[adapt] adapter.selection=PATH: the file reaches training through dm.use_selection, in both
+    mask modes; loss_mask batches carry is_clean, subset batches hold only clean samples."""
+    from deft_lightning.pipeline.data import build_datamodule
+
+    path = tmp_path / "chosen.csv"
+    cfg = compose(demo_overrides + ["debug=fast", "method=deft", "phases=[adapt]", "logger=none",
+                                    f"adapter.selection={path}", f"adapter.mask_mode={mask_mode}"])
+    dm = build_datamodule(cfg).load()
+    clean = np.zeros(dm.num_train, dtype=bool)
+    clean[::3] = True
+    selection_of(dm, clean).write_csv(path)
+
+    received, batches = [], []
+    original_use, original_step = NoisyLabelDataModule.use_selection, AdapterModule.training_step
+
+    def use_selection(self, selection, source="inference"):
+        received.append(None if selection is None else selection.source)
+        return original_use(self, selection, source)
+
+    def training_step(self, batch, batch_idx):
+        batches.append((batch[2].tolist(), None if len(batch) < 4 else batch[3].tolist()))
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(NoisyLabelDataModule, "use_selection", use_selection)
+    monkeypatch.setattr(AdapterModule, "training_step", training_step)
+    metrics = train(cfg)["adaptation"]
+    assert received == [str(path)] and batches
+    if mask_mode == "subset":
+        assert metrics["num_train_samples"] == int(clean.sum())
+        assert all(flags is None and clean[index].all() for index, flags in batches)
+    else:
+        assert metrics["num_train_samples"] == dm.num_train
+        assert all(flags == clean[index].tolist() for index, flags in batches)
+        assert any(not all(flags) for _, flags in batches)
+
+
 def test_loss_mask_gives_zero_loss_on_a_batch_without_clean_samples(tmp_path):
     dm = tiny_datamodule(tmp_path)
     module = adapter(dm)
