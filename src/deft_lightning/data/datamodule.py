@@ -283,14 +283,6 @@ class NoisyLabelDataModule(L.LightningDataModule):
             keep = keep & self.clean_mask
         return np.flatnonzero(keep)
 
-    @property
-    def num_clean_train(self) -> int:
-        """Training samples the loss counts: the clean ones outside the held-out split (all without a selection)."""
-        keep = ~self.heldout_mask
-        if self.clean_mask is not None:
-            keep = keep & self.clean_mask
-        return int(keep.sum())
-
     # ----- datasets and loaders ---------------------------------------------------------------
     def _native_size(self) -> int | None:
         images = self.files.train.images
