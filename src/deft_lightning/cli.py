@@ -151,10 +151,20 @@ def shell_completion(hydra_main: Callable[[], object]) -> bool:
         pass
     finally:
         os.environ["COMP_LINE"] = line
-    choices = answer.getvalue().split()
+    choices = [group_with_equals(choice) for choice in answer.getvalue().split()]
     choices += nested_group_options(line)
     print(" ".join(sorted(set(choices))))
     return True
+
+
+def group_with_equals(choice: str, conf_dir: Path | None = None) -> str:
+    """``detector`` → ``detector=``: Hydra leaves the ``=`` off a group that has sub-groups too
+    (``detector/base``), as if it were only a folder; its own options are what a user completes first."""
+    match = re.fullmatch(r"(\+?)([\w/]+)", choice)
+    if match is None:
+        return choice
+    root = (conf_dir or Path(__file__).resolve().parent / "conf") / match.group(2)
+    return choice + "=" if root.is_dir() and any(root.glob("*.yaml")) else choice
 
 
 def nested_group_options(line: str, conf_dir: Path | None = None) -> list[str]:
@@ -176,7 +186,8 @@ def nested_group_options(line: str, conf_dir: Path | None = None) -> list[str]:
     options = []
     for path in sorted(root.rglob("*.yaml")):
         relative = path.relative_to(root).with_suffix("").as_posix()
-        if "/" in relative and relative.startswith(value):
+        # base/: the building blocks other options name in their defaults, not choices of their own
+        if "/" in relative and relative.startswith(value) and not relative.startswith("base/"):
             options.append(f"{prefix}{group}={relative}")
     return options
 
