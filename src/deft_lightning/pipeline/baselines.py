@@ -4,7 +4,6 @@ the registry names (``modules/registry.py``), and what all detectors share: thei
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -12,8 +11,7 @@ from deft_lightning.data.noise import NoisyLabels
 from deft_lightning.errors import ConfigError
 from deft_lightning.models.clip import create_clip, get_tokenizer, resolve_logit_scale
 from deft_lightning.models.inputs import InputConfig
-from deft_lightning.models.text_encoder import encode_token_ids_truncated
-from deft_lightning.modules.label_match import LabelMatchModule
+from deft_lightning.modules.label_match import LabelMatchModule, zero_shot_weights
 from deft_lightning.modules.small_loss import SmallLossModule
 
 SYNTHETIC_NOISE = ("sym", "asym", "idn")
@@ -47,14 +45,14 @@ def configured_logit_scale(cfg: DictConfig, clip_model) -> float:
 
 
 def build_label_match(cfg: DictConfig, class_names: list[str], noise=None) -> tuple[LabelMatchModule, InputConfig]:
-    """Zero-shot CLIP with "a photo of a {class}." prompts."""
+    """Zero-shot CLIP with the configured ``detector.prompt_template``."""
     detector = cfg.detector
     clip_model, inputs = detector_clip(cfg)
     module = LabelMatchModule(
         clip_model,
         class_names,
         get_tokenizer(detector.clip.model_name),
-        prompt_template=str(detector.get("prompt_template", "a photo of a {}.")),
+        prompt_template=str(detector.prompt_template),
         logit_scale=configured_logit_scale(cfg, clip_model),
     )
     return module, inputs
@@ -72,10 +70,8 @@ def build_small_loss(
         raise ConfigError(f"detector.head_init must be 'random' or 'text', got {head_init!r}")
     head_weight = None
     if head_init == "text":  # start from the zero-shot classifier: same argmax as cos(image, text)
-        tokenizer = get_tokenizer(detector.clip.model_name)
-        prompts = [str(detector.get("prompt_template", "a photo of a {}.")).format(n.replace("_", " ")) for n in class_names]
-        with torch.no_grad():
-            head_weight = F.normalize(encode_token_ids_truncated(clip_model, tokenizer(prompts)).float(), dim=-1)
+        head_weight = zero_shot_weights(clip_model, get_tokenizer(detector.clip.model_name), class_names,
+                                        str(detector.prompt_template))
     module = SmallLossModule(
         visual_encoder,
         feature_dim=int(clip_model.visual.output_dim),
