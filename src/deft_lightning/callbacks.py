@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from deft_lightning.distributed import concat_rows, gather_rows_by_index
 from deft_lightning.io import atomic_path
-from deft_lightning.selection.clean_selection import CleanSelection, label_quality_scores
+from deft_lightning.selection.clean_selection import CleanSelection, label_quality_scores, set_metrics
 
 
 ONLINE_STAGING = "online_mask.npy"  # the last epoch's decisions between fit and the inference pass
@@ -168,14 +168,11 @@ class OnlineSelectionRecorder(Callback):
 
 
 def online_metrics(selected: np.ndarray, truly_clean: np.ndarray | None) -> dict[str, float]:
-    """Clean fraction, and precision/recall/F1 of "selected" as a detector of truly clean samples."""
+    """Clean fraction, and precision/recall/F1 of "selected" as a detector of truly clean samples (the
+    same ``set_metrics`` as the selection's own scores)."""
     out = {"clean_fraction": float(selected.mean()) if len(selected) else 0.0}
     if truly_clean is not None:
-        hits = float(np.sum(selected & truly_clean))
-        precision = hits / max(float(selected.sum()), 1.0)
-        recall = hits / max(float(truly_clean.sum()), 1.0)
-        out.update(precision=precision, recall=recall,
-                   f1=2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
+        out.update(set_metrics(selected, truly_clean))
     return out
 
 

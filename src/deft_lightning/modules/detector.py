@@ -123,10 +123,6 @@ class DetectorModule(PerSampleDetector):
         s_neg = self.logit_scale * image_features.detach() @ negative.t()
         return s_pos, s_neg
 
-    def clean_probability(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        s_pos, s_neg = self.scores(images)
-        return class_yes_probability(s_pos, s_neg).gather(1, labels.view(-1, 1)).squeeze(1)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits of the textual classifier made of the positive prompts."""
         return self.scores(images)[0]
