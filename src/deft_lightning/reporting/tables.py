@@ -21,44 +21,22 @@ import yaml
 MODE_ORDER = ("none", "sym", "asym", "idn", "real")
 METHOD_LABELS = {"deft": "DEFT", "ce": "CE", "gce": "GCE", "sce": "SCE", "elr": "ELR", "gmm": "GMM"}
 
-# The paper's numbers (SPEC §6) for side-by-side comparison: (dataset, noise mode, ratio) → values in %.
-PAPER_DETECTION = {  # Table 1, DEFT: precision, recall
-    ("cifar100", "sym", 0.2): (99.51, 97.77), ("cifar100", "sym", 0.4): (98.75, 97.91),
-    ("cifar100", "sym", 0.6): (97.04, 97.27), ("cifar100", "idn", 0.2): (98.47, 97.88),
-    ("cifar100", "idn", 0.3): (96.32, 97.63), ("cifar100", "idn", 0.4): (94.08, 95.28),
-    ("tiny_imagenet", "sym", 0.2): (99.50, 96.00), ("tiny_imagenet", "sym", 0.4): (98.78, 95.97),
-    ("tiny_imagenet", "sym", 0.6): (97.21, 95.44), ("tiny_imagenet", "idn", 0.2): (99.21, 96.21),
-    ("tiny_imagenet", "idn", 0.3): (97.80, 95.80), ("tiny_imagenet", "idn", 0.4): (95.45, 95.77),
-    ("stanford_cars", "sym", 0.2): (98.72, 99.56), ("stanford_cars", "sym", 0.4): (98.98, 98.56),
-    ("stanford_cars", "sym", 0.6): (98.58, 95.62), ("stanford_cars", "idn", 0.2): (99.02, 99.09),
-    ("stanford_cars", "idn", 0.3): (98.96, 98.15), ("stanford_cars", "idn", 0.4): (98.75, 97.71),
-    ("cub200", "sym", 0.2): (99.04, 97.01), ("cub200", "sym", 0.4): (96.76, 95.60),
-    ("cub200", "sym", 0.6): (93.88, 96.43), ("cub200", "idn", 0.2): (99.15, 97.45),
-    ("cub200", "idn", 0.3): (97.93, 96.85), ("cub200", "idn", 0.4): (96.03, 97.11),
-}
-PAPER_ACCURACY = {  # Table 2 (best, last) and Table 3 / backbone table (one number): method, backbone → value
-    ("cifar100", "sym", 0.2): {("deft", "clip_vit_b16"): (89.38, 89.35)},
-    ("cifar100", "sym", 0.4): {("deft", "clip_vit_b16"): (88.17, 88.11)},
-    ("cifar100", "sym", 0.6): {("deft", "clip_vit_b16"): (85.81, 85.72)},
-    ("tiny_imagenet", "sym", 0.2): {("deft", "clip_vit_b16"): (82.91, 82.91)},
-    ("tiny_imagenet", "sym", 0.4): {("deft", "clip_vit_b16"): (82.48, 82.37)},
-    ("tiny_imagenet", "sym", 0.6): {("deft", "clip_vit_b16"): (80.60, 80.59)},
-    ("stanford_cars", "sym", 0.2): {("deft", "clip_vit_b16"): (92.13, 92.12)},
-    ("stanford_cars", "sym", 0.4): {("deft", "clip_vit_b16"): (90.75, 90.75)},
-    ("stanford_cars", "sym", 0.6): {("deft", "clip_vit_b16"): (85.72, 85.45)},
-    ("cub200", "sym", 0.2): {("deft", "clip_vit_b16"): (83.05, 83.03)},
-    ("cub200", "sym", 0.4): {("deft", "clip_vit_b16"): (79.24, 79.13)},
-    ("cub200", "sym", 0.6): {("deft", "clip_vit_b16"): (73.08, 73.08)},
-    ("cifar100n", "real", None): {("deft", "clip_vit_b16"): (79.04, None), ("ce", "clip_vit_b16"): (72.41, None)},
-    ("webvision", "real", None): {("deft", "clip_vit_b16"): (85.12, None), ("ce", "clip_vit_b16"): (84.64, None)},
-    ("clothing1m", "real", None): {
-        ("deft", "clip_vit_b16"): (72.44, None), ("ce", "clip_vit_b16"): (69.75, None),
-        ("deft", "resnet50"): (70.82, None), ("ce", "resnet50"): (66.02, None),
-        ("deft", "mae_vit_b"): (65.23, None), ("ce", "mae_vit_b"): (61.31, None),
-        ("deft", "vit_b16"): (69.84, None), ("ce", "vit_b16"): (68.98, None),
-        ("deft", "convnext_t"): (71.68, None), ("ce", "convnext_t"): (68.80, None),
-    },
-}
+PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.json")
+
+
+def read_paper_numbers(path: Path = PAPER_NUMBERS) -> tuple[dict, dict]:
+    """The paper's numbers (SPEC §6), kept as data in ``paper_numbers.json``, for side-by-side rows:
+    detection (dataset, noise mode, ratio) → (precision, recall) and accuracy (dataset, mode, ratio) →
+    {(method, backbone): (best, last)}, values in %."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    detection = {(r["dataset"], r["noise"], r["ratio"]): (r["precision"], r["recall"]) for r in data["detection"]}
+    accuracy: dict[tuple, dict] = {}
+    for r in data["accuracy"]:
+        accuracy.setdefault((r["dataset"], r["noise"], r["ratio"]), {})[(r["method"], r["backbone"])] = (r["best"], r["last"])
+    return detection, accuracy
+
+
+PAPER_DETECTION, PAPER_ACCURACY = read_paper_numbers()
 
 
 @dataclass
