@@ -30,8 +30,8 @@ NOISE_MATRIX = ("given class × predicted class counts among the samples flagged
                 "confident joint")
 FILE_NOTES = {
     "selection.csv": "one row per training sample (index, sample_id, labels and class names, p_clean, is_clean, "
-                     "is_label_issue, label_quality, rank; true_label when known; fingerprint: what the selection "
-                     "was made from)",
+                     "is_label_issue, label_quality, rank; online_is_clean: the last training epoch's decisions when "
+                     "the detector trained; true_label when known; fingerprint: what the selection was made from)",
     "selection.parquet": "the same table as Parquet",
     "pred_probs.npy": "N × C class probabilities of the detector's classifier (cleanlab's pred_probs; in-sample)",
     "classes.txt": "the class of each pred_probs column (and label number), one name per line, in order",
@@ -43,7 +43,8 @@ FILE_NOTES = {
     "suspects.png": "the most likely label issues (by rank) with their given and predicted (and true) class",
     "summary.json": "counts, clean fraction per class, the fingerprint, precision / recall / F1 when the true labels are known",
     "detector_weights.pt": "the trained detector parameters and their config (detector.weights=PATH reuses them)",
-    "online_mask.npy": "the decisions made during the last training epoch (the reference's mask; -1 = unseen)",
+    "online_mask.npy": "the decisions made during the last training epoch (the reference's mask; -1 = unseen), "
+                       "as staged between training and the inference pass; selection.csv's online_is_clean holds them",
 }
 
 
