@@ -61,11 +61,11 @@ def tiny_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * IMAGE_SIZE * IMAGE_SIZE, NUM_CLASSES))
 
 
-def adapter(dm: NoisyLabelDataModule, loss_mask=None) -> AdapterModule:
+def adapter(dm: NoisyLabelDataModule) -> AdapterModule:
     from deft_lightning.losses.robust import CrossEntropy
 
     return AdapterModule(tiny_model(), NUM_CLASSES, CrossEntropy(), lambda params: torch.optim.SGD(params, lr=0.1),
-                         eval_set_names=dm.eval_set_names, loss_mask=loss_mask)
+                         eval_set_names=dm.eval_set_names)
 
 
 class IndexRecorder(L.Callback):
@@ -220,7 +220,7 @@ def test_gmm_training_visits_exactly_each_epochs_selection(tmp_path):
 def test_subset_mode_visits_every_clean_index_once_per_epoch(tmp_path):
     dm = tiny_datamodule(tmp_path)
     clean = np.random.default_rng(1).random(dm.num_train) < 0.4
-    dm.set_clean_mask(clean)
+    dm.use_selection(selection_of(dm, clean))
     recorder = IndexRecorder()
     L.Trainer(max_epochs=2, callbacks=[recorder], limit_val_batches=0, **QUIET).fit(adapter(dm), datamodule=dm)
     for epoch in (0, 1):
