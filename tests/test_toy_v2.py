@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from deft_lightning.data.base import DatasetError
 from deft_lightning.toy import properties
 from deft_lightning.toy import pretrain as toy_pretrain
+from deft_lightning.toy import shipped
 from deft_lightning.toy.generator import COLOUR_NAMES, SHAPES, TOY, generate_labelled, generate_web
 from deft_lightning.toy.reader import read_toy
 from deft_lightning.toy.world_v2 import V2, class_names, generate_labelled_v2, hue_rotation_matrix, rotate_hue
@@ -89,8 +93,6 @@ def test_core_readers_module_only_forwards_to_the_toy_package():
 
 
 def test_dataset_configs_target_the_toy_package():
-    from pathlib import Path
-
     import yaml
 
     conf = Path(properties.__file__).resolve().parents[1] / "conf" / "dataset"
@@ -136,3 +138,33 @@ def test_measure_properties_is_seeded_and_leaves_the_model_alone():
     assert first["num_classes"] == 40 and first["finetune_recipe"]["epochs"] == 1
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+RECORD = Path(properties.__file__).resolve().parent / "weights" / "deft-toy-clip-s0.toy_v2.json"
+
+
+def test_v2_defaults_are_the_recorded_world():
+    record = json.loads(RECORD.read_text())
+    assert record["world"]["hue_shift_deg"] == V2.hue_shift_deg == 30.0
+    assert record["world"]["class_names"] == V2.class_names
+    assert record["model"] == "deft-toy" and record["shipped_weights_sha256"] == shipped.shipped_meta()["sha256"]
+
+
+def test_v2_recorded_properties_meet_the_targets():
+    """Issue 16's targets: zero-shot 55-70 %, linear probe >= 85 %, clean fine-tuning >= 90 %, >= 30 classes."""
+    props = json.loads(RECORD.read_text())["properties"]
+    assert 55 <= props["zero_shot_pct"] <= 70
+    assert props["linear_probe_pct"] >= 85 and props["clean_finetune_pct"] >= 90
+    assert props["num_classes"] >= 30
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_v2_zero_shot_and_probe_reproduce_the_record():
+    """Re-measure zero-shot and the linear probe of the shipped toy CLIP on dataset=toy_v2 (no training)."""
+    record = json.loads(RECORD.read_text())["properties"]
+    model, tokenizer, inputs = properties.load_toy_model("deft-toy")
+    data = read_toy(world="toy_v2", seed=0)
+    fresh = properties.measure_properties(model, tokenizer, data, inputs.mean, inputs.std, finetune=False)
+    assert fresh["zero_shot_pct"] == pytest.approx(record["zero_shot_pct"], abs=0.3)
+    assert fresh["linear_probe_pct"] == pytest.approx(record["linear_probe_pct"], abs=1.0)

@@ -9,6 +9,10 @@ domain and captions: only the amount of training differs.
 
 ``python -m deft_lightning.toy.pretrain_v2 --out DIR`` writes ``open_clip_model.pt`` and ``meta.json``
 and logs progress every 25 steps.
+
+Status: a lever for a stronger toy CLIP, not used by anything shipped. On the shared 2-core machine
+of 2026-12-02 (load 8-10) it ran at 6-10 s a step, so a 1200-step run could not finish in the session;
+world v2 (:mod:`.world_v2`) reached its target properties with the shipped v1 weights instead.
 """
 
 from __future__ import annotations

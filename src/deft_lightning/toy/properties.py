@@ -202,15 +202,14 @@ def measure_properties(model, tokenizer, data, mean, std, recipe: FineTuneRecipe
 
 
 def load_toy_model(model: str, cache_dir: str | None = None):
-    """(model, tokenizer, input config) for a shipped tag (``deft-toy``, ``deft-toy-v2``) or a checkpoint path."""
+    """(model, tokenizer, input config) for the shipped tag ``deft-toy`` or an open_clip checkpoint path."""
     import open_clip
 
     from deft_lightning.toy import shipped
     from deft_lightning.toy.pretrain import MODEL_NAME, input_config, register_model_config
 
     register_model_config()
-    resolvers = {"deft-toy": shipped.resolve_weights, "deft-toy-v2": shipped.resolve_weights_v2}
-    path = resolvers[model](cache_dir) if model in resolvers else model
+    path = shipped.resolve_weights(cache_dir) if model == "deft-toy" else model
     return shipped.load_model(path), open_clip.get_tokenizer(MODEL_NAME), input_config()
 
 
@@ -222,7 +221,7 @@ def read_dataset(name: str, seed: int = 0, num_train: int = 5000, num_test: int 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="deft-toy", help="shipped tag (deft-toy, deft-toy-v2) or an open_clip checkpoint path")
+    parser.add_argument("--model", default="deft-toy", help="the shipped tag deft-toy, or a deft-toy-clip checkpoint path")
     parser.add_argument("--dataset", default="toy", help="toy world: toy (v1) or toy_v2")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed")
     parser.add_argument("--num-train", type=int, default=5000)

@@ -36,9 +36,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_NAME = "deft-toy-clip-s0"
 SHIPPED_FILE = WEIGHTS_DIR / f"{SHIPPED_NAME}.safetensors"
 SHIPPED_META = WEIGHTS_DIR / f"{SHIPPED_NAME}.json"
-# v2: the v1 model trained further (deft_lightning.toy.pretrain_v2), for the 40-class world v2.
-SHIPPED_V2_NAME = "deft-toy-clip-v2-s0"
-SHIPPED_V2_FILE = WEIGHTS_DIR / f"{SHIPPED_V2_NAME}.safetensors"
 FORMAT = "deft-compact-embedding-v1"
 EMBEDDING_KEY = "token_embedding.weight"
 ROWS_KEY = "token_embedding.rows"
@@ -188,11 +185,6 @@ def resolve_weights(cache_dir: str | Path | None = None, source: str | Path | No
     return str(target)
 
 
-def resolve_weights_v2(cache_dir: str | Path | None = None) -> str:
-    """The entry point behind ``pretrained: deft-toy-v2``: the shipped v2 toy CLIP (same architecture)."""
-    return resolve_weights(cache_dir, source=SHIPPED_V2_FILE)
-
-
 def resolve_scratch(cache_dir: str | Path | None = None) -> str:
     """The entry point behind ``pretrained: deft-toy-scratch``: the same recipe, pretrained on demand."""
     from deft_lightning.toy.pretrain import ensure_pretrained
@@ -201,12 +193,11 @@ def resolve_scratch(cache_dir: str | Path | None = None) -> str:
 
 
 def register() -> None:
-    """Register ``deft-toy``, ``deft-toy-scratch`` and ``deft-toy-v2`` with the CLIP loader (the entry points do this too)."""
+    """Register ``deft-toy`` and ``deft-toy-scratch`` with the CLIP loader (the entry points do this too)."""
     from deft_lightning.models.clip import register_pretrained_tag
 
     register_pretrained_tag("deft-toy", resolve_weights)
     register_pretrained_tag("deft-toy-scratch", resolve_scratch)
-    register_pretrained_tag("deft-toy-v2", resolve_weights_v2)
 
 
 def shipped_meta() -> dict:

@@ -1,16 +1,17 @@
-"""Toy world v2: 40 colour–shape classes, for CLIP-like headroom (issue 16).
+"""Toy world v2: 40 colour–shape classes with CLIP-on-CIFAR-100 headroom (issue 16).
 
-v1 labels 10 shapes; symmetric noise over 10 classes is far from the paper's 100, and the v1 toy CLIP
-is weak on that domain (zero-shot ~61 %, linear probe ~65 %, clean fine-tuning ~62 %). v2 labels the
-main object's *colour and shape* ("a photo of a red circle."): 4 colours x 10 shapes = 40 classes,
-every word of which the text tower saw in its web captions, and both attributes are plain to see.
-Some of the pairs never occur together in the web split (v1's held-out pairs), so part of zero-shot
-recognition is compositional, as with a real CLIP's rare concepts.
+v1 labels 10 shapes in a shifted domain; the shipped toy CLIP has little headroom there (measured with
+:mod:`.properties`: zero-shot 61.4 %, linear probe 70.8 %, clean fine-tuning 73.4 %), and symmetric
+noise over 10 classes is far from the paper's 100. v2 labels the main object's *colour and shape*
+("a photo of a red circle."): 4 colours x 10 shapes = 40 classes, every word of which the text tower
+saw in its web captions, and both attributes are plain to see. Some pairs never occur together in
+the web split (v1's held-out pairs: e.g. red circle), so part of zero-shot recognition is compositional.
 
-The downstream shift is a global hue rotation (``hue_shift_deg``): it moves every colour off the
-hues the web captions named, which lowers zero-shot recognition of the colour while a probe or a
-fine-tuned model can still read it (issue 16: 25 deg lowered zero-shot 93 -> 60 % at a ~96 % probe).
-Its size is a measured property of the world, recorded with the shipped weights.
+The scenes are web-like, so the frozen features separate the classes well; the downstream shift is
+a global hue rotation (``hue_shift_deg``, 30 deg), which moves every colour off the hues the web
+captions named: zero-shot recognition of the colour drops while a probe or a fine-tuned model can
+still read it. The same shipped toy CLIP (``deft-toy``) serves both worlds; the measured properties
+are recorded in ``toy/weights/deft-toy-clip-s0.toy_v2.json``.
 
 Nothing of v1 changes: the v2 draws use their own seed streams and the same renderer.
 """
@@ -41,13 +42,27 @@ def class_names(colours: tuple[str, ...] = CLASS_COLOURS) -> list[str]:
     return [f"{c} {s}" for c in colours for s in SHAPES]
 
 
+# The scenes are web-like (the web split's backgrounds, contrast, rotation and noise; one object),
+# so the toy CLIP's features separate the 40 classes (linear probe ~90 % with the v1 toy CLIP); the
+# v1 downstream shift (unseen backgrounds, fainter objects, clutter) cost ~10 probe points. The hue
+# shift then sets zero-shot alone. Measured with the shipped v1 toy CLIP on read_toy(world="toy_v2",
+# seed=0), zero-shot / probe: 0 deg 82.3 / 90.5, 20 deg 78.0 / 88.8, 28 deg 67.8 / 89.3, 34 deg
+# 56.2 / 89.0; 30 deg puts zero-shot inside CLIP-on-CIFAR-100's range (see toy/weights/*-v2*.json).
+V2_SCENES = dataclasses.replace(
+    TOY, background_probs=(0.35, 0.25, 0.25, 0.15, 0.0, 0.0), pattern_probs=(0.55, 0.15, 0.15, 0.15),
+    held_out_prob=0.0, max_rotation_deg=8.0, max_offset=0.3, contrast=(0.8, 1.0), distractors=(0, 0),
+    pixel_noise=0.02,
+)
+HUE_SHIFT_DEG = 30.0
+
+
 @dataclass(frozen=True)
 class WorldV2:
     """The downstream v2 domain: scene distribution, class colours and the global hue shift."""
 
-    domain: Domain = field(default_factory=lambda: dataclasses.replace(TOY, distractors=(0, 0), held_out_prob=0.0))
+    domain: Domain = field(default_factory=lambda: V2_SCENES)
     colours: tuple[str, ...] = CLASS_COLOURS
-    hue_shift_deg: float = 0.0
+    hue_shift_deg: float = HUE_SHIFT_DEG
 
     @property
     def class_names(self) -> list[str]:
