@@ -292,13 +292,17 @@ def phase2_case(bench: Bench) -> None:
     dm.configure_inputs(model.input_config)
     clean = dm.given_labels == dm.true_labels
     optimizer = partial(torch.optim.SGD, lr=5e-4, momentum=0.9, weight_decay=5e-4)
-    naive = AdapterModule(model, num_classes, CrossEntropy(), optimizer, loss_mask=clean).to(device)
+    naive = AdapterModule(model, num_classes, CrossEntropy(), optimizer).to(device)
     ours = AdapterModule(model, num_classes, CrossEntropy(), optimizer).to(device)
     # one loader per path, made once as Lightning does per fit, so persistent workers persist across epochs
+    from deft_lightning.selection.clean_selection import CleanSelection
+
     loaders = {}
-    for label, mask in (("naive", None), ("ours", clean)):
-        dm.set_clean_mask(mask)
+    selection = CleanSelection(np.arange(len(clean)), dm.given_labels, dm.given_labels, clean.astype(float), clean)
+    for label, chosen in (("naive", None), ("ours", selection)):
+        dm.use_selection(chosen)
         loaders[label] = dm.train_dataloader()
+    is_clean = torch.as_tensor(clean, device=device)  # the reference's loss mask: every sample seen, the noisy weighted 0
     seen: dict[str, int] = {}  # images trained per epoch
 
     def epoch(module: AdapterModule, label: str) -> None:
@@ -307,8 +311,9 @@ def phase2_case(bench: Bench) -> None:
         count = 0
         for index, (x, y, idx) in enumerate(loaders[label]):
             x, y, idx = (t.to(device, non_blocking=True) for t in (x, y, idx))
+            batch = (x, y, idx, is_clean[idx]) if label == "naive" else (x, y, idx)
             with bench.autocast():
-                loss = module.training_step((x, y, idx), index)
+                loss = module.training_step(batch, index)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -165,13 +165,20 @@ def visited_indices(dm) -> list[int]:
     return [int(i) for _, _, idx in dm.train_dataloader() for i in idx]
 
 
+def selection_of(dm, clean: np.ndarray):
+    """A full-length selection marking ``clean`` (what phase 1 hands to ``use_selection``)."""
+    from deft_lightning.selection.clean_selection import CleanSelection
+
+    return CleanSelection(np.arange(len(clean)), dm.given_labels, dm.given_labels, clean.astype(float), clean)
+
+
 def test_subset_sampling_and_loss_masking_visit_the_same_clean_samples() -> None:
     dm, clean = phase2_datamodule()
     assert 0 < clean.sum() < len(clean)
 
-    dm.set_clean_mask(clean)
+    dm.use_selection(selection_of(dm, clean))
     subset = visited_indices(dm)
-    dm.set_clean_mask(None)
+    dm.use_selection(None)
     everything = visited_indices(dm)
     counted_by_mask = [i for i in everything if clean[i]]
 
@@ -189,15 +196,15 @@ def test_loss_mask_counts_exactly_the_clean_samples_of_a_batch() -> None:
     model = build_clip_classifier(10, model_name="deft-tiny-clip", pretrained=None)
     dm.configure_inputs(model.input_config)
     optimizer = partial(torch.optim.SGD, lr=0.1)
-    masked = AdapterModule(model, 10, CrossEntropy(), optimizer, loss_mask=clean)
+    masked = AdapterModule(model, 10, CrossEntropy(), optimizer)
     subset = AdapterModule(model, 10, CrossEntropy(), optimizer)
-    dm.set_clean_mask(None)
+    dm.use_selection(None)
     images, labels, indices = next(iter(dm.train_dataloader()))
     keep = torch.as_tensor(clean)[indices]
     assert 0 < keep.sum() < len(keep)
 
-    losses, grads = [], []
-    for module, data in ((masked, (images, labels, indices)), (subset, (images[keep], labels[keep], indices[keep]))):
+    losses, grads = [], []  # loss_mask mode: the batch carries is_clean; subset mode: only the clean samples
+    for module, data in ((masked, (images, labels, indices, keep)), (subset, (images[keep], labels[keep], indices[keep]))):
         model.zero_grad(set_to_none=True)
         loss = module.training_step(data, 0)
         loss.backward()

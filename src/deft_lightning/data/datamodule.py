@@ -259,10 +259,6 @@ class NoisyLabelDataModule(L.LightningDataModule):
         self._set_mask(mask, where)
         return self.clean_mask
 
-    def set_clean_mask(self, mask: np.ndarray | None) -> None:
-        """A bare boolean mask (None: every sample). Kept for callers not yet on :meth:`use_selection`."""
-        self._set_mask(mask, "the clean mask")
-
     def _set_mask(self, mask: np.ndarray | None, where: str) -> None:
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)

@@ -11,7 +11,6 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from deft_lightning.errors import ConfigError
-from deft_lightning.models.peft import count_parameters
 
 
 class AdapterModule(L.LightningModule):
@@ -22,9 +21,6 @@ class AdapterModule(L.LightningModule):
     ``(images, labels, indices, is_clean)`` (``mask_mode=loss_mask``) counts the clean ones, and a batch
     without ``is_clean`` (``mask_mode=subset``, where the loader already holds only clean samples, or no
     selection) counts all. A batch with no clean sample contributes 0 instead of NaN.
-
-    ``loss_mask`` is only for code that calls ``training_step`` by hand with three-part batches; it
-    supplies ``is_clean`` for them. Training through a DataModule never needs it.
     """
 
     def __init__(
@@ -35,7 +31,6 @@ class AdapterModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         eval_set_names: list[str] | None = None,
-        loss_mask: torch.Tensor | None = None,
         channels_last: bool = False,
         selection_set: str | None = None,
     ) -> None:
@@ -56,7 +51,6 @@ class AdapterModule(L.LightningModule):
                 f"clean mask); {type(criterion).__name__} has none: give it reduction='mean'|'sum'|'none'"
             )
         criterion.reduction = "none"  # per-sample losses, averaged over the batch's clean samples below
-        self.loss_mask = None if loss_mask is None else torch.as_tensor(loss_mask, dtype=torch.bool).cpu()
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -72,16 +66,9 @@ class AdapterModule(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images)
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.trainer is not None and self.trainer.is_global_zero:
-            total, trainable = count_parameters(self.model)
-            print(f"AdapterModule: {total:,} parameters, {trainable:,} trainable")
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, indices = batch[0], batch[1], batch[2]
         is_clean = batch[3] if len(batch) > 3 else None
-        if is_clean is None and self.loss_mask is not None:
-            is_clean = self.loss_mask[indices.cpu()]
         logits = self(images)
         per_sample = self.criterion(logits, labels, indices)
         if is_clean is None:  # every sample of the batch counts
