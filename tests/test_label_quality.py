@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deft_lightning.errors import SelectionError
+from deft_lightning.selection import label_quality as harmonic
 from deft_lightning.selection.clean_selection import label_quality_scores, quality_rank
 
 
@@ -42,6 +44,20 @@ def test_auroc_and_rank_helpers_on_hand_made_scores():
     np.testing.assert_allclose(label_quality_scores([0.5, 0.2], [0, 1], probs), np.sqrt([0.5 * 0.7, 0.2 * 0.8]))
 
 
+def test_harmonic_label_quality_on_hand_computed_values():
+    """selection/label_quality.py: 2 / (1/p_clean + 1/self-confidence), in [0, 1]."""
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0]])
+    given = np.array([0, 1, 0, 1])
+    p_clean = np.array([0.5, 0.2, 1.0, 0.9])
+    expected = [2 / (1 / 0.5 + 1 / 0.7), 2 / (1 / 0.2 + 1 / 0.8), 2 / (1 / 1.0 + 1 / 0.5), 0.0]
+    np.testing.assert_allclose(harmonic.label_quality_scores(p_clean, given, probs), expected, rtol=1e-12)
+    np.testing.assert_allclose(expected[:2], [0.5833333333333334, 0.32], rtol=1e-12)
+    # where p_clean already is the self-confidence (label_match, small_loss), the score is that probability
+    np.testing.assert_allclose(harmonic.label_quality_scores([0.7, 0.8], [0, 1], probs[:2]), [0.7, 0.8])
+    with pytest.raises(SelectionError, match="same samples"):
+        harmonic.label_quality_scores([0.5], [0, 1], probs[:2])
+
+
 def measure(out_dir) -> dict[str, tuple[float, float, float, float]]:
     """AUROC and precision at 10 / 50 / 100 of each score for the true issues (given != true) of a run."""
     from pathlib import Path
@@ -54,7 +70,8 @@ def measure(out_dir) -> dict[str, tuple[float, float, float, float]]:
     issue = given != table["true_label"].to_numpy()
     ours = table["label_quality"].to_numpy()
     np.testing.assert_allclose(ours, label_quality_scores(table["p_clean"], given, pred_probs), atol=1e-9)
-    scores = {"label_quality": ours, "1 - p_clean": table["p_clean"].to_numpy()}
+    scores = {"label_quality": ours, "1 - p_clean": table["p_clean"].to_numpy(),
+              "harmonic (label_quality.py)": harmonic.label_quality_scores(table["p_clean"], given, pred_probs)}
     for method in ("self_confidence", "normalized_margin", "confidence_weighted_entropy"):
         scores[method] = rank.get_label_quality_scores(given, pred_probs, method=method)
     return {name: (auroc(issue, q), *(precision_at(issue, q, k) for k in (10, 50, 100))) for name, q in scores.items()}
