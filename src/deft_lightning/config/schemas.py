@@ -98,10 +98,16 @@ class DeftDetectorConfig(TrainedDetectorConfig):
     real_noise_variant: bool = MISSING
 
 
+# Experiments (demo, toy) set a world's detector settings once, for whichever detector= is chosen:
+# the prompt of DEFT, the trained detectors' optimiser and epochs, the logit scale. A detector that does
+# not use one of these keys still accepts it from an overlay (null when none sets it) and ignores it.
 @dataclass
 class LabelMatchDetectorConfig(DetectorConfig):
     prompt_template: str = MISSING
     logit_scale: Optional[float] = MISSING
+    prompt: Optional[Any] = None  # unused (no learned prompt)
+    epochs: Optional[int] = None  # unused (no training)
+    optimizer: Optional[Any] = None  # unused (no training)
 
 
 @dataclass
@@ -110,6 +116,8 @@ class SmallLossDetectorConfig(TrainedDetectorConfig):
     selection: str = MISSING
     head_init: str = MISSING
     prompt_template: str = MISSING
+    prompt: Optional[Any] = None  # unused (a linear head, no learned prompt)
+    logit_scale: Optional[float] = None  # unused (CE on the head's own logits)
 
 
 # ----- peft (the visual tower's PEFT module) ---------------------------------------------------------
