@@ -50,7 +50,7 @@ def test_pretraining_leaves_the_global_random_state_alone(tmp_path):
 
 def test_cache_builds_leave_the_global_random_state_alone(tmp_path):
     from deft_lightning.data.noise import apply_noise
-    from deft_lightning.data.readers.toy import read_toy
+    from deft_lightning.toy.reader import read_toy
     from deft_lightning.toy import shipped
 
     torch.manual_seed(5)

@@ -79,19 +79,6 @@ def test_reader_keeps_v1_and_selects_v2():
         read_toy(num_train=10, num_test=10, hue_shift_deg=5)
 
 
-def test_core_readers_module_only_forwards_to_the_toy_package():
-    import subprocess
-    import sys
-
-    from deft_lightning.data.readers import toy as core_toy
-
-    code = "import sys, deft_lightning.data.readers; print(sorted(m for m in sys.modules if m.startswith('deft_lightning.toy')))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "[]", loaded  # the core readers do not import the toy world
-    data = core_toy.read_toy(num_train=10, num_test=10, seed=1)
-    assert data.train.images.tobytes() == read_toy(num_train=10, num_test=10, seed=1).train.images.tobytes()
-
-
 def test_dataset_configs_target_the_toy_package():
     import yaml
 

@@ -14,7 +14,10 @@ from torchvision import transforms as T
 
 from deft_lightning.models.inputs import InputConfig
 
-FAMILIES = ("cifar", "fine_grained", "clothing1m", "webvision", "generic")
+FAMILIES = ("cifar", "fine_grained", "clothing1m", "webvision", "generic", "toy")
+# generated worlds (toy v2): the object is already placed at random, and pretraining never saw padding
+# or mirroring, so training only resizes
+WHOLE_IMAGE_FAMILIES = ("cifar", "toy")
 # how each family's test transform fits the image into the pre-crop size (timm's crop modes)
 SQUARE_RESIZE_FAMILIES = ("fine_grained", "webvision")  # resize to a square, then centre-crop
 
@@ -52,7 +55,9 @@ def build_transform(family: str, train: bool, inputs: InputConfig, native_size: 
     bigger = pre_crop_size(inputs)
     resize = {} if stated is None else {"interpolation": _interpolation_mode(stated[0])}
     normalise = [T.ToTensor(), T.Normalize(inputs.mean, inputs.std)]
-    if family == "cifar":
+    if family == "toy":
+        steps = [T.Resize(size, **resize)]
+    elif family == "cifar":
         native = native_size or 32
         if train:
             steps = [T.RandomCrop(native, padding=native // 8), T.Resize(size, **resize), T.RandomHorizontalFlip()]
@@ -81,8 +86,8 @@ def _timm_test_transform(family: str, inputs: InputConfig, interpolation: str, c
         input_size=(3, inputs.image_size, inputs.image_size),
         is_training=False,
         interpolation=interpolation,
-        crop_pct=1.0 if family == "cifar" else crop_pct,
-        crop_mode="squash" if family == "cifar" or family in SQUARE_RESIZE_FAMILIES else "center",
+        crop_pct=1.0 if family in WHOLE_IMAGE_FAMILIES else crop_pct,
+        crop_mode="squash" if family in WHOLE_IMAGE_FAMILIES or family in SQUARE_RESIZE_FAMILIES else "center",
         mean=tuple(inputs.mean),
         std=tuple(inputs.std),
     )
@@ -96,4 +101,4 @@ def _interpolation_mode(name: str) -> T.InterpolationMode:
 
 def decode_size(family: str, inputs: InputConfig) -> int:
     """Smallest shorter side a JPEG must keep for the transform: allows reduced-size decoding."""
-    return pre_crop_size(inputs) if family != "cifar" else inputs.image_size
+    return inputs.image_size if family in WHOLE_IMAGE_FAMILIES else pre_crop_size(inputs)
