@@ -83,6 +83,7 @@ def test_cfg_job_of_the_headline_command_shows_real_noise_and_the_auto_trainer()
 EXPERIMENTS = {
     "demo": ("synthetic", "sym", 0.4, "cpu"),
     "toy": ("toy", "sym", 0.4, "cpu"),
+    "toy_v2": ("toy_v2", "sym", 0.4, "cpu"),
     "paper/cifar100": ("cifar100", "sym", 0.4, "gpu"),
     "paper/cub200": ("cub200", "sym", 0.4, "gpu"),
     "paper/stanford_cars": ("stanford_cars", "sym", 0.4, "gpu"),
