@@ -307,6 +307,9 @@ class SyntheticReaderConfig(ReaderConfig):
 
 @dataclass
 class ToyReaderConfig(ReaderConfig):
+    """dataset/toy*.yaml (helper-owned files, not yet naming it): each must then set ``world`` too."""
+
+    world: str = MISSING
     num_train: int = MISSING
     num_test: int = MISSING
     seed: int = MISSING
