@@ -241,7 +241,7 @@ def phase1_cases(bench: Bench, classes: list[int]) -> None:
                 module.on_train_epoch_start()
                 opt = module.configure_optimizers()
                 with bench.autocast():
-                    loss = module.training_step((images, labels, indices), 0)
+                    loss = module.training_step((images, labels, indices), 0)["loss"]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

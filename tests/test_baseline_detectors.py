@@ -96,7 +96,7 @@ def test_small_loss_training_keeps_the_scheduled_count_per_batch(tmp_path):
 
     class Record(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            kept = pl_module.online_records[-1][:, 1]
+            kept = outputs["selected"].long()
             seen.append((trainer.current_epoch, len(kept), int(kept.sum())))
 
     trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -114,9 +114,10 @@ def test_small_loss_step_averages_only_the_kept_losses():
     images, labels, indices = next(iter(DataLoader(RandomImages(8), batch_size=8)))
     with torch.no_grad():
         per_sample = F.cross_entropy(module(images), labels, reduction="none")
-    loss = module.training_step((images, labels, indices), 0)
+    out = module.training_step((images, labels, indices), 0)
+    loss = out["loss"]
     assert math.isclose(float(loss.detach()), float(per_sample.sort().values[:4].mean()), rel_tol=1e-5)
-    kept = module.online_records[-1]
+    kept = torch.stack([out["index"], out["selected"].long()], dim=1)
     assert kept[:, 1].sum() == 4 and set(kept[kept[:, 1] == 1, 0].tolist()) == set(per_sample.argsort()[:4].tolist())
 
 

@@ -113,9 +113,7 @@ class OnlineSelectionRecorder(Callback):
 
     A detector reports its decisions per training step: ``training_step`` returns
     ``{"loss", "index", "selected"}`` and this callback collects them from ``on_train_batch_end``'s
-    outputs. (DetectorModule and SmallLossModule still return the bare loss, which the exactness oracle
-    and the benchmark harness call ``backward()`` on, and keep their step's rows in ``online_records``;
-    that is read only where a step returned no rows.) Every epoch the rows of all ranks are gathered
+    outputs; a detector whose step returns the bare loss has no online decisions. Every epoch the rows of all ranks are gathered
     (de-duplicated by index) and logged as ``train/online_clean_fraction`` and, when the true labels are
     known, as ``train/online_{precision,recall,f1}`` among the samples seen that epoch. After the last
     epoch rank 0 stages them as ``online_mask.npy`` (-1 where a sample was not seen): a file because fit
@@ -149,8 +147,7 @@ class OnlineSelectionRecorder(Callback):
             self._rows.append(torch.stack([outputs["index"], outputs["selected"].long()], dim=1).detach())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        records = self._rows or list(getattr(pl_module, "online_records", None) or [])
-        self._rows = []
+        records, self._rows = self._rows, []
         if not records:
             return
         rows = torch.cat(records)

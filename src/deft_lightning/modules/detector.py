@@ -17,7 +17,6 @@ from deft_lightning.losses.dual_prompt import (
     sample_complementary_labels,
     select_clean,
 )
-from deft_lightning.models.peft import count_parameters
 from deft_lightning.models.prompts import DualPromptLearner
 from deft_lightning.models.text_encoder import encode_dual_prompts, use_shared_prefix
 from deft_lightning.modules.per_sample import PerSampleDetector
@@ -128,11 +127,6 @@ class DetectorModule(PerSampleDetector):
         return self.scores(images)[0]
 
     # ----- training ---------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        total, trainable = count_parameters(self)
-        if self.trainer is not None and self.trainer.is_global_zero and stage == "fit":
-            print(f"DetectorModule: {total:,} parameters, {trainable:,} trainable ({100.0 * trainable / total:.3f}%)")
-
     def in_warmup(self) -> bool:
         """L_sim is in its warm-up this epoch (all samples; SCE for real noise)."""
         return loss_schedule(self.current_epoch, self.warmup_epochs, self.dp_warmup_epochs)[0]
@@ -161,20 +155,19 @@ class DetectorModule(PerSampleDetector):
 
     def on_train_epoch_start(self) -> None:
         self._cached_text = None
-        self.online_records = []
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The loss, and the step's per-sample decisions for the OnlineSelectionRecorder (index, selected)."""
         images, labels, indices = batch
         s_pos, s_neg = self.scores(images)
         complementary = sample_complementary_labels(labels, self.num_classes)
         loss = self.batch_loss(s_pos, s_neg, labels, complementary, self.current_epoch)
-        self.online_records.append(torch.stack([indices, loss.selected.long()], dim=1).detach())
         batch_size = images.shape[0]
         self.log("train/loss", loss.total, prog_bar=True, batch_size=batch_size)
         self.log("train/loss_sim", loss.sim, batch_size=batch_size)
         self.log("train/loss_dp", loss.dp, batch_size=batch_size)
         self.log("train/clean_fraction", loss.selected.float().mean(), prog_bar=True, batch_size=batch_size)
-        return loss.total
+        return {"loss": loss.total, "index": indices, "selected": loss.selected.detach()}
 
     def configure_optimizers(self):
         parameters = [p for p in self.parameters() if p.requires_grad]

@@ -21,9 +21,6 @@ class PerSampleDetector(L.LightningModule):
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = int(num_classes)
-        # (index, selected) rows of the current epoch, for modules whose training_step returns the bare loss
-        # (see callbacks.OnlineSelectionRecorder)
-        self.online_records: list[torch.Tensor] = []
         self.test_accuracy = nn.ModuleList()
         self.eval_set_names: list[str] = ["test"]
         # report.features: the inference pass also returns the L2-normalised image features ("features")

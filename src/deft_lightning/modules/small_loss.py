@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from deft_lightning.distributed import gather_rows_by_index
-from deft_lightning.models.peft import count_parameters
 from deft_lightning.modules.per_sample import PerSampleDetector
 from deft_lightning.modules.registry import SelectionRule, register_detector
 from deft_lightning.selection.gmm import gmm_clean_mask
@@ -85,11 +84,6 @@ class SmallLossModule(PerSampleDetector):
         return self.head(self.visual_encoder(images))
 
     # ----- training ---------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        if self.trainer is not None and self.trainer.is_global_zero and stage == "fit":
-            total, trainable = count_parameters(self)
-            print(f"SmallLossModule: {total:,} parameters, {trainable:,} trainable ({100.0 * trainable / total:.3f}%)")
-
     def target_forget_rate(self) -> float:
         return self.forget_rate if self.forget_rate is not None else self.estimated_forget_rate
 
@@ -98,23 +92,21 @@ class SmallLossModule(PerSampleDetector):
         return forget_rate_schedule(self.current_epoch, self.target_forget_rate(), self.warmup_epochs)
 
     def on_train_epoch_start(self) -> None:
-        self.online_records = []
         self.epoch_losses = []
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         images, labels, indices = batch
         losses = F.cross_entropy(self(images), labels, reduction="none")
         rate = self.current_forget_rate()
         keep = small_loss_keep_mask(losses, rate)
         loss = losses[keep].mean() if keep.any() else losses.sum() * 0.0  # an empty keep trains nothing
-        self.online_records.append(torch.stack([indices, keep.long()], dim=1).detach())
         if self.forget_rate is None:
             self.epoch_losses.append((indices.detach(), losses.detach().float()))
         batch_size = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/forget_rate", rate, batch_size=batch_size)
         self.log("train/kept_fraction", keep.float().mean(), prog_bar=True, batch_size=batch_size)
-        return loss
+        return {"loss": loss, "index": indices, "selected": keep}
 
     def on_train_epoch_end(self) -> None:
         """Oracle-free: re-estimate r from this epoch's losses (identical on every rank: gathered rows)."""
