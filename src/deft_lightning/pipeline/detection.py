@@ -167,14 +167,6 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
     return selection, summary
 
 
-def mask_for_phase2(cfg: DictConfig, selection: CleanSelection, run_dir: Path, dm: NoisyLabelDataModule) -> np.ndarray:
-    """The inference-pass mask (default), or the reference's last-epoch online decisions (the selection's
-    ``online_is_clean`` column). Superseded by ``dm.use_selection(selection, source)``."""
-    if str(cfg.detector.get("selection_source", "inference")) == "online":
-        return selection.online_mask(dm.num_train)
-    return selection.mask(dm.num_train)
-
-
 def read_written_selection(out_dir: Path, dm: NoisyLabelDataModule) -> tuple[CleanSelection, np.ndarray]:
     """The selection and ``pred_probs`` the ``SelectionWriter`` wrote into ``out_dir``, with this run's full
     class-name list (the file only names the classes that occur in it)."""
