@@ -1,4 +1,4 @@
-"""The zero-shot classifier of label_match and small_loss head_init=text is open_clip's
+"""The zero-shot classifier of label_match, small_loss head_init=text and the phase-2 CLIP head is open_clip's
 ``build_zero_shot_classifier``; it equals the hand-built one it replaced (prompts cut after the longest
 EOT, normalised) to 1e-6."""
 
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from deft_lightning.models.clip import create_clip, get_tokenizer
 from deft_lightning.models.text_encoder import encode_token_ids_truncated
-from deft_lightning.modules.label_match import ZERO_SHOT_TEMPLATE, LabelMatchModule, zero_shot_weights
+from deft_lightning.models.zero_shot import ZERO_SHOT_TEMPLATE, zero_shot_weights
+from deft_lightning.modules.label_match import LabelMatchModule
 
 CLASSES = ["red", "golden retriever", "sea_lion", "blue", "sea turtle", "maple tree", "a", "b", "c", "d", "e", "f"]
 
@@ -61,3 +62,17 @@ def test_small_loss_text_head_starts_from_the_same_classifier(tmp_path):
     reference = hand_built(model, get_tokenizer("deft-tiny-clip"), CLASSES, str(cfg.detector.prompt_template))
     assert (module.head.weight.detach() - reference).abs().max() <= 1e-6
     assert not module.head.bias.detach().any()
+
+
+def test_phase2_clip_text_head_starts_from_the_same_classifier():
+    """backbone.model.head_init=text (phase 2's CLIP classifier) uses the same zero-shot helper."""
+    from deft_lightning.models.backbones import build_clip_classifier
+
+    torch.manual_seed(0)
+    classifier = build_clip_classifier(len(CLASSES), CLASSES, model_name="deft-tiny-clip", pretrained=None,
+                                       head_init="text")
+    torch.manual_seed(0)
+    model, _ = create_clip("deft-tiny-clip", pretrained=None)
+    text = hand_built(model, get_tokenizer("deft-tiny-clip"), CLASSES, ZERO_SHOT_TEMPLATE)
+    expected = text @ model.visual.proj.t().float()
+    assert (classifier.head.weight.detach() - expected).abs().max() <= 1e-6

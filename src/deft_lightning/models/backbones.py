@@ -9,7 +9,7 @@ from torch import nn
 from deft_lightning.errors import ConfigError
 from deft_lightning.models.clip import create_clip, get_tokenizer
 from deft_lightning.models.inputs import InputConfig
-from deft_lightning.models.text_encoder import encode_token_ids_truncated
+from deft_lightning.models.zero_shot import ZERO_SHOT_TEMPLATE, zero_shot_weights
 
 
 class ClipVisualClassifier(nn.Module):
@@ -58,7 +58,7 @@ def build_clip_classifier(
     cache_dir: str | None = None,
     train_all: bool = False,
     head_init: str = "random",
-    prompt_template: str = "a photo of a {}.",
+    prompt_template: str = ZERO_SHOT_TEMPLATE,
 ) -> ClipVisualClassifier:
     """Phase-2 CLIP classifier; ``head_init="text"`` starts from the zero-shot classifier."""
     clip_model, input_config = create_clip(model_name, pretrained, weights, cache_dir)
@@ -66,10 +66,9 @@ def build_clip_classifier(
     if head_init == "text":
         if not class_names:
             raise ValueError("head_init=text needs the class names")
-        tokenizer = get_tokenizer(model_name)
-        token_ids = tokenizer([prompt_template.format(name.replace("_", " ")) for name in class_names])
         with torch.no_grad():
-            classifier.init_head_from_text(encode_token_ids_truncated(clip_model, token_ids))
+            classifier.init_head_from_text(zero_shot_weights(clip_model, get_tokenizer(model_name), class_names,
+                                                             prompt_template))
     elif head_init != "random":
         raise ConfigError(f"backbone.model.head_init must be 'random' or 'text', got {head_init!r}")
     return classifier

@@ -6,25 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deft_lightning.models.zero_shot import ZERO_SHOT_TEMPLATE, zero_shot_weights  # noqa: F401  (re-exported)
 from deft_lightning.modules.per_sample import PerSampleDetector
 from deft_lightning.modules.registry import register_detector
 from deft_lightning.selection.label_match import label_match_selection
-
-
-ZERO_SHOT_TEMPLATE = "a photo of a {}."  # CLIP's own prompt; the detector YAMLs set prompt_template
-
-
-def zero_shot_weights(clip_model: nn.Module, tokenizer, class_names: list[str], template: str,
-                      device: torch.device | str | None = None) -> torch.Tensor:
-    """(C, E) normalised text features of ``template`` per class: open_clip's ``build_zero_shot_classifier``
-    with one template, class names with ``_`` read as spaces (folder names such as ``sea_lion``)."""
-    from open_clip import build_zero_shot_classifier
-
-    if device is None:
-        device = next(clip_model.parameters()).device
-    names = [name.replace("_", " ") for name in class_names]
-    weights = build_zero_shot_classifier(clip_model, tokenizer, names, [template], device=device)
-    return weights.t().float()
 
 
 @register_detector("label_match", builder="deft_lightning.pipeline.baselines:build_label_match")

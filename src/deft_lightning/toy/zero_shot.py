@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PROMPT = "a photo of a {}."
+from deft_lightning.models.zero_shot import ZERO_SHOT_TEMPLATE as PROMPT, zero_shot_weights
 
 
 @torch.no_grad()
@@ -26,8 +26,7 @@ def zero_shot_predictions(
 
     was_training = model.training
     model.eval()
-    prompts = [PROMPT.format(name.replace("_", " ")) for name in class_names]
-    text = F.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+    text = zero_shot_weights(model, tokenizer, list(class_names), PROMPT)
     size = getattr(model.visual, "image_size", None)
     size = size[0] if isinstance(size, (tuple, list)) else size
     preds = []
