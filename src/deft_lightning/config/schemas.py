@@ -183,7 +183,7 @@ class TimmClassifierConfig:
     _target_: str = MISSING
     _partial_: bool = True
     model_name: str = MISSING
-    pretrained: bool = MISSING
+    pretrained: Optional[bool] = MISSING  # null (as the CLIP backbones and experiment=demo write it): random init, as false
     weights: Optional[str] = MISSING
     image_size: int = MISSING
     cache_dir: Optional[str] = MISSING
@@ -307,12 +307,13 @@ class SyntheticReaderConfig(ReaderConfig):
 
 @dataclass
 class ToyReaderConfig(ReaderConfig):
-    """dataset/toy*.yaml (helper-owned files, not yet naming it): each must then set ``world`` too."""
+    """dataset/toy.yaml and toy_v2.yaml (``deft_lightning.toy.reader.read_toy``)."""
 
     world: str = MISSING
     num_train: int = MISSING
     num_test: int = MISSING
     seed: int = MISSING
+    hue_shift_deg: Optional[float] = None  # null: the world's own (v2: 30 degrees)
 
 
 @dataclass
