@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from deft_lightning.models.inputs import InputConfig
@@ -39,8 +37,10 @@ EXPECTED_MEAN = {
 
 
 def _backbone_cfg(name: str):
-    path = resources.files("deft_lightning.conf") / "backbone" / f"{name}.yaml"
-    return OmegaConf.load(str(path))
+    """The shipped backbone config as composed (its YAML builds on backbone/base/timm.yaml)."""
+    from conftest import compose
+
+    return compose([f"backbone={name}", "paths.output_dir=/tmp/unused"]).backbone
 
 
 @pytest.fixture(scope="module")
