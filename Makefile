@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: run test test-fast test-lowest lowest-venv bench install clean toy-table toy-pretrain
+.PHONY: run run-v2 test test-fast test-lowest lowest-venv bench install clean toy-table toy-pretrain toy-properties
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ test-lowest: $(LOW_STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+# Toy world v2 (40 colour-shape classes): DEFT with the paper's phase-1 settings (see README "Toy world v2").
+run-v2: $(STAMP)
+	$(PY) -m deft_lightning.train experiment=toy_v2
+
+# Zero-shot, linear-probe and clean fine-tuning accuracy of the shipped toy CLIP on toy world v2.
+toy-properties: $(STAMP)
+	$(PY) -m deft_lightning.toy.properties --model deft-toy --dataset toy_v2
 
 toy-table: $(STAMP)
 	$(PY) -m deft_lightning.experiments.toy_table
