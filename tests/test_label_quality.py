@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from deft_lightning.errors import SelectionError
-from deft_lightning.selection import label_quality as harmonic
+import label_quality_candidates as harmonic  # a measured candidate, not shipped
 from deft_lightning.selection.clean_selection import label_quality_scores, quality_rank
 
 
@@ -45,7 +45,7 @@ def test_auroc_and_rank_helpers_on_hand_made_scores():
 
 
 def test_harmonic_label_quality_on_hand_computed_values():
-    """selection/label_quality.py: 2 / (1/p_clean + 1/self-confidence), in [0, 1]."""
+    """The harmonic candidate (tests/label_quality_candidates.py): 2 / (1/p_clean + 1/self-confidence), in [0, 1]."""
     probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0]])
     given = np.array([0, 1, 0, 1])
     p_clean = np.array([0.5, 0.2, 1.0, 0.9])
@@ -71,7 +71,7 @@ def measure(out_dir) -> dict[str, tuple[float, float, float, float]]:
     ours = table["label_quality"].to_numpy()
     np.testing.assert_allclose(ours, label_quality_scores(table["p_clean"], given, pred_probs), atol=1e-9)
     scores = {"label_quality": ours, "1 - p_clean": table["p_clean"].to_numpy(),
-              "harmonic (label_quality.py)": harmonic.label_quality_scores(table["p_clean"], given, pred_probs)}
+              "harmonic (candidate)": harmonic.label_quality_scores(table["p_clean"], given, pred_probs)}
     for method in ("self_confidence", "normalized_margin", "confidence_weighted_entropy"):
         scores[method] = rank.get_label_quality_scores(given, pred_probs, method=method)
     return {name: (auroc(issue, q), *(precision_at(issue, q, k) for k in (10, 50, 100))) for name, q in scores.items()}

@@ -1,16 +1,17 @@
-"""The per-sample ``label_quality`` score in [0, 1] (low = likely label issue) that orders ``rank``.
+"""A candidate ``label_quality`` score, measured but NOT shipped (the shipped score is the geometric mean
+in ``deft_lightning/selection/clean_selection.py``); the slow comparison in test_label_quality.py reports it.
 
-``label_quality = 2 / (1 / p_clean + 1 / pred_probs[i, given_i])``: the harmonic mean of two estimates
+``harmonic = 2 / (1 / p_clean + 1 / pred_probs[i, given_i])``: the harmonic mean of two estimates
 that the given label is right, DEFT's ``p_clean`` (the negative prompt's verdict at the given class) and the
 classifier's self-confidence in the given class against the others. The harmonic mean follows the lower
 of the two, so a label is about as doubtful as its more doubtful estimate; where ``p_clean`` already is
 the self-confidence (label_match, small_loss) the score is that probability.
 
-Why not the geometric mean (the score in clean_selection.py): on the toy world at sym 0.4 noise, any
+Why it was tried instead of the geometric mean: on the toy world at sym 0.4 noise, any
 weight on ``p_clean`` lowered the AUROC of ranking the true issues below the self-confidence alone, and the
 harmonic mean, which follows the (usually lower) self-confidence, lost less. Chosen on one noise draw, checked
 on a second (better than the geometric mean on both) and on asymmetric noise (slightly worse there); it beats
-no cleanlab score on any of them. The numbers are in the README's label-quality section.
+no cleanlab score on any of them, so the shipped score was left as it was (numbers: README, label quality).
 """
 
 from __future__ import annotations
