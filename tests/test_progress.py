@@ -34,6 +34,10 @@ def test_a_redirected_run_prints_one_line_per_epoch_into_stdout_and_train_log(tm
     for needle in NOISE:
         assert needle not in everything, needle
     assert "v_num" not in everything and "━" not in result.stdout  # no bar on a pipe
+    # Lightning's own messages reach the console once per trainer (two phases), not also through the root logger
+    console = result.stdout + result.stderr
+    assert console.count("GPU available:") == 2, console.count("GPU available:")
+    assert log.count("GPU available:") == 2  # and the log file keeps them
 
 
 def test_the_known_warnings_are_silenced_by_message_only():
