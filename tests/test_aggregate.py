@@ -138,3 +138,13 @@ def test_command_line_with_only_damaged_runs_says_so(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "1 damaged run(s) skipped" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_without_a_best_accuracy_is_left_out_of_the_plot_lines_not_a_crash(tmp_path):
+    from deft_lightning.reporting.tables import noise_series
+
+    fake_run(tmp_path, "a", ratio=0.2, seed=0, accuracy=(0.80, 0.79))
+    fake_run(tmp_path, "b", ratio=0.2, seed=1, accuracy=(None, 0.70))  # e.g. stopped before its first evaluation
+    runs, _ = collect_runs(tmp_path)
+    (line,) = [s for s in noise_series(runs) if s["label"].endswith("· DEFT")]
+    assert line["ratio"] == [0.2] and line["accuracy"] == [pytest.approx(80.0)]

@@ -359,10 +359,10 @@ def noise_series(runs: list[RunResult]) -> list[dict]:
     for run in runs:
         if run.noise_ratio is None:
             continue
-        if run.accuracy:
-            first = next(iter(run.accuracy.values()))
+        first_best = _pct([next(iter(run.accuracy.values())).get("best")]) if run.accuracy else None
+        if first_best is not None:  # a null best (no evaluation finished) leaves the point out, as the tables show "–"
             key = (run.dataset, run.noise_mode, _method_row(run, with_backbone, None))
-            series[key][run.noise_ratio]["accuracy"].append(100.0 * float(first["best"]))
+            series[key][run.noise_ratio]["accuracy"].append(first_best.mean)
         if run.detection and "f1" in run.detection:
             label = run.detector_label or detector_label(run.detector)
             key = (run.dataset, run.noise_mode, label if run.method in (None, "deft") else f"{label} (detector)")
