@@ -148,3 +148,13 @@ def test_a_run_without_a_best_accuracy_is_left_out_of_the_plot_lines_not_a_crash
     runs, _ = collect_runs(tmp_path)
     (line,) = [s for s in noise_series(runs) if s["label"].endswith("· DEFT")]
     assert line["ratio"] == [0.2] and line["accuracy"] == [pytest.approx(80.0)]
+
+
+def test_a_run_without_a_detection_f1_is_left_out_of_the_plot_lines_not_a_crash(tmp_path):
+    from deft_lightning.reporting.tables import noise_series
+
+    fake_run(tmp_path, "a", ratio=0.2, seed=0, detection=(0.9, 0.8, 0.85))
+    fake_run(tmp_path, "b", ratio=0.2, seed=1, detection=(0.9, 0.8, None))
+    runs, _ = collect_runs(tmp_path)
+    (line,) = [s for s in noise_series(runs) if s["label"].endswith("· DEFT") and any(v is not None for v in s["f1"])]
+    assert line["f1"] == [pytest.approx(85.0)]

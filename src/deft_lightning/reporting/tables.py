@@ -359,14 +359,16 @@ def noise_series(runs: list[RunResult]) -> list[dict]:
     for run in runs:
         if run.noise_ratio is None:
             continue
-        first_best = _pct([next(iter(run.accuracy.values())).get("best")]) if run.accuracy else None
-        if first_best is not None:  # a null best (no evaluation finished) leaves the point out, as the tables show "–"
+        # a missing value (null or NaN, e.g. no evaluation finished) leaves the point out, as the tables show "–"
+        best = _pct([next(iter(run.accuracy.values())).get("best")]) if run.accuracy else None
+        if best is not None:
             key = (run.dataset, run.noise_mode, _method_row(run, with_backbone, None))
-            series[key][run.noise_ratio]["accuracy"].append(first_best.mean)
-        if run.detection and "f1" in run.detection:
+            series[key][run.noise_ratio]["accuracy"].append(best.mean)
+        f1 = _pct([run.detection.get("f1")]) if run.detection else None
+        if f1 is not None:
             label = run.detector_label or detector_label(run.detector)
             key = (run.dataset, run.noise_mode, label if run.method in (None, "deft") else f"{label} (detector)")
-            series[key][run.noise_ratio]["f1"].append(100.0 * float(run.detection["f1"]))
+            series[key][run.noise_ratio]["f1"].append(f1.mean)
     out = []
     for (dataset, mode, label), points in sorted(series.items()):
         ratios = sorted(points)
