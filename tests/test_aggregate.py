@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from deft_lightning.aggregate import aggregate
-from deft_lightning.reporting.tables import accuracy_tables, collect_runs, detection_tables, setting_key
+from deft_lightning.reporting.runs import collect_runs, setting_key
+from deft_lightning.reporting.tables import accuracy_tables, detection_tables
 
 
 def fake_run(root, name, *, dataset="cifar100", mode="sym", ratio=0.2, seed=0, method="deft", backbone="clip_vit_b16",
@@ -158,3 +159,23 @@ def test_a_run_without_a_detection_f1_is_left_out_of_the_plot_lines_not_a_crash(
     runs, _ = collect_runs(tmp_path)
     (line,) = [s for s in noise_series(runs) if s["label"].endswith("· DEFT") and any(v is not None for v in s["f1"])]
     assert line["f1"] == [pytest.approx(85.0)]
+
+
+def test_table_cells_skip_missing_values_count_seeds_and_are_replaced_when_filed_again():
+    from deft_lightning.reporting.runs import setting_key
+    from deft_lightning.reporting.tables import Table
+
+    table = Table("t", "d", ("best", "last"))
+    table.add("A", setting_key("sym", 0.4), {"best": [80.0, 82.0, float("nan")], "last": [70.0]})
+    table.add("A", setting_key("sym", 0.2), {"best": [1.0], "last": [2.0]})
+    table.add("A", setting_key("sym", 0.2), {"best": [90.0], "last": []})  # filed again: replaces the cell
+    table.add("B", setting_key("sym", 0.2), {"best": [], "last": [float("nan")]})  # a cell with nothing measured
+    assert table.columns == ["sym 0.2", "sym 0.4"] and table.rows == ["A", "B"]
+    assert table.cell_text("A", "sym 0.4") == "81.00±1.41 / 70.00"
+    assert table.cell_text("A", "sym 0.2") == "90.00 / –"
+    assert table.cell_text("B", "sym 0.2") == "– / –" and table.cell_text("B", "sym 0.4") == "–"
+    header, body = table.csv_rows()
+    assert header == ["dataset", "method", "sym 0.2 best", "sym 0.2 last", "sym 0.4 best", "sym 0.4 last",
+                      "sym 0.2 n", "sym 0.4 n"]
+    assert body == [["d", "A", 90.0, "", 81.0, 70.0, 1, 2], ["d", "B", "", "", "", "", "", ""]]
+    assert all(type(v) in (str, float, int) for row in body for v in row)  # plain Python values for the csv writer

@@ -21,7 +21,8 @@ from pathlib import Path
 from deft_lightning.errors import ArtifactError, UserError
 from deft_lightning.io import write_csv, write_text
 from deft_lightning.reporting.plots import noise_curves
-from deft_lightning.reporting.tables import accuracy_tables, collect_runs, detection_tables, noise_series, runs_table
+from deft_lightning.reporting.runs import collect_runs
+from deft_lightning.reporting.tables import accuracy_tables, detection_tables, noise_series, runs_table
 
 
 def aggregate(sweep_dir: str | Path, out_dir: str | Path | None = None, with_online: bool = False,
