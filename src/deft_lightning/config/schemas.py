@@ -435,6 +435,18 @@ class PathsConfig:
 # ----- the root blocks of train.yaml / detect.yaml / inspect_data.yaml -------------------------------
 @dataclass
 class DataConfig:
+    """The DataModule's constructor arguments (``instantiate(cfg.data)``); the first ones are interpolated
+    from the dataset, noise, paths and adapter groups, the rest are ``data.*`` options."""
+
+    _target_: str = "deft_lightning.data.datamodule.NoisyLabelDataModule"
+    _convert_: str = "all"
+    reader: Any = MISSING
+    root: Optional[str] = MISSING
+    dataset_name: str = MISSING
+    noise: Any = MISSING
+    batch_size: int = MISSING
+    cache_dir: Optional[str] = MISSING
+    mask_mode: str = MISSING
     num_workers: int = MISSING
     eval_batch_size: Optional[int] = MISSING
     pin_memory: Optional[bool] = MISSING

@@ -6,29 +6,15 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from deft_lightning.data.datamodule import NoisyLabelDataModule
 
 
 def build_datamodule(cfg: DictConfig) -> NoisyLabelDataModule:
-    """The DataModule of both phases; each phase sets its own batch size (detector/backbone) before fitting."""
-    return NoisyLabelDataModule(
-        reader=instantiate(cfg.dataset.reader),
-        root=cfg.dataset.root,
-        dataset_name=cfg.dataset.name,
-        noise=OmegaConf.to_container(cfg.noise, resolve=True),
-        batch_size=cfg.dataset.batch_size,
-        eval_batch_size=cfg.data.eval_batch_size,
-        num_workers=cfg.data.num_workers,
-        cache_dir=cfg.paths.cache_dir,
-        pin_memory=cfg.data.pin_memory,
-        persistent_workers=cfg.data.persistent_workers,
-        val_fraction=float(cfg.data.get("val_fraction", 0.0) or 0.0),
-        val_seed=int(cfg.data.get("val_seed", 0)),
-        on_bad_image=str(cfg.data.get("on_bad_image", "error")),
-        mask_mode=str(cfg.adapter.mask_mode),
-    )
+    """The DataModule of both phases, from its ``data`` node; each phase sets its own batch size
+    (detector/backbone) before fitting."""
+    return instantiate(cfg.data)
 
 
 SKIPPED_IMAGES = "skipped_images.json"
