@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", choices=EXPERIMENTS, default="toy_v2",
                         help="the toy world and its settings: toy_v2 (default, CLIP-like headroom) or toy (v1)")
     parser.add_argument("--seeds", type=int, default=3, help="replicates per cell: noise and training seeds (default 3)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="first replicate to run (e.g. 2 with --seeds 1 in a second process on another core)")
     parser.add_argument("--out", default=None,
                         help="folder of the run directories and results/ (default outputs/toy_table/EXPERIMENT)")
     parser.add_argument("--settings", nargs="+", type=parse_setting, default=[parse_setting(s) for s in DEFAULT_SETTINGS],
@@ -140,15 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
             logging.getLogger(name).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module="lightning")
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error("--seeds must be at least 1 and --first-seed at least 0")
     out = Path(args.out or f"outputs/toy_table/{args.experiment}")
     start = time.perf_counter()
     world_properties(args.experiment, args.overrides, out)
     cells = [c for c in CELLS if c.name in args.cells]
     total = len(cells) * len(args.settings) * args.seeds
     done = 0
-    for replicate in range(args.seeds):  # one whole table per replicate: an early stop still covers every cell
+    for replicate in range(args.first_seed, args.first_seed + args.seeds):  # one whole table per replicate: an early stop still covers every cell
         for mode, ratio in args.settings:
             for cell in cells:
                 done += 1
