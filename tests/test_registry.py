@@ -29,11 +29,11 @@ IMAGE_SIZE = 8
 
 
 def build_tiny_probe(cfg, class_names, noise=None):
-    """The builder the registry calls: (cfg, class_names, noise) -> (module, InputConfig)."""
+    """The builder its config node names: (cfg, class_names, noise) -> (module, InputConfig)."""
     return TinyProbeDetector(len(class_names), lr=float(cfg.detector.lr)), InputConfig(image_size=IMAGE_SIZE)
 
 
-@register_detector(KIND, builder=build_tiny_probe)
+@register_detector(KIND)
 class TinyProbeDetector(PerSampleDetector):
     """A linear probe on raw pixels: clean iff it predicts the given label."""
 
@@ -70,7 +70,8 @@ def store_config_node() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(group="detector", name=KIND, node={
-        "name": KIND, "kind": KIND, "weights": None, "epochs": 2, "lr": 0.05,
+        "name": KIND, "kind": KIND, "builder": {"_target_": f"{__name__}.build_tiny_probe", "_partial_": True},
+        "weights": None, "epochs": 2, "lr": 0.05,
         "batch_size": "${dataset.batch_size}", "selection_source": "inference",
     })
 
@@ -125,3 +126,16 @@ def test_a_detector_registered_here_runs_detect_and_appears_in_the_report_and_th
     finally:
         _REGISTRY[KIND] = entry
     assert f"| {LABEL} |" in markdown
+
+
+def build_a_probe_anyway(cfg, class_names, noise=None):
+    return TinyProbeDetector(len(class_names), lr=0.1), InputConfig(image_size=IMAGE_SIZE)
+
+
+def test_a_builder_that_builds_another_class_than_the_registered_one_is_a_config_error():
+    from deft_lightning.pipeline.detection import build_detector
+
+    cfg = compose(["experiment=demo", "detector=label_match",
+                   f"detector.builder._target_={__name__}.build_a_probe_anyway"])
+    with pytest.raises(ConfigError, match="built a TinyProbeDetector, not the registered LabelMatchModule"):
+        build_detector(cfg, ["a", "b"])

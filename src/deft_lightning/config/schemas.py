@@ -76,6 +76,7 @@ class DetectorConfig:
 
     name: str = MISSING
     kind: str = MISSING
+    builder: Any = MISSING  # a _target_ node (_partial_: true), called with (cfg, class_names, noise)
     clip: ClipConfig = _node(ClipConfig)
     batch_size: int = MISSING
 

@@ -23,7 +23,7 @@ from deft_lightning.modules.per_sample import PerSampleDetector
 from deft_lightning.modules.registry import register_detector
 
 
-@register_detector("deft", builder="deft_lightning.pipeline.detection:build_deft_detector")
+@register_detector("deft")
 class DetectorModule(PerSampleDetector):
     """Frozen CLIP + trainable visual PEFT + positive/negative prompt contexts (SPEC §2).
 

@@ -12,7 +12,7 @@ from deft_lightning.modules.registry import register_detector
 from deft_lightning.selection.label_match import label_match_selection
 
 
-@register_detector("label_match", builder="deft_lightning.pipeline.baselines:build_label_match")
+@register_detector("label_match")
 class LabelMatchModule(PerSampleDetector):
     """Frozen CLIP's zero-shot classifier (``prompt_template``, e.g. "a photo of a {}."); clean iff its
     prediction == the given label.

@@ -1,8 +1,8 @@
 """The phase-1 detector registry: ``detector.kind`` names an entry, the entry says everything else.
 
 In the style of timm's ``register_model``: a detector is one LightningModule class decorated with
-``@register_detector(kind, builder=...)``. The class describes itself with attributes the pipeline,
-the report and the result tables read, so adding a detector touches no project list:
+``@register_detector(kind)``. The class describes itself with attributes the pipeline, the report and
+the result tables read, so adding a detector touches no project list:
 
 - ``trains`` (bool): phase 1 fits it before the inference pass (``False``: inference only);
 - ``table_label`` and ``p_clean_meaning``: its row label in result tables and what its ``p_clean`` means;
@@ -10,9 +10,9 @@ the report and the result tables read, so adding a detector touches no project l
   :class:`SelectionRule` with its own name, label and meaning (small-loss ``rank`` vs ``gmm``);
 - ``artefact_options`` (optional): the plain detector options a saved artefact records, with their types.
 
-The builder, ``(cfg, class_names, noise) -> (module, InputConfig)``, builds it from the composed config;
-it may import Hydra, but lazily: this module and the module classes import no Hydra. Project builders
-are given as ``"package.module:function"`` text so that core never imports the app.
+How it is built is config, not registry: its config node's ``builder`` is a ``_target_`` node
+(``_partial_: true``) naming a function ``(cfg, class_names, noise) -> (module, InputConfig)``, which
+the pipeline instantiates like every other component. This module and the module classes import no Hydra.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any, Callable, Mapping
 
 from deft_lightning.errors import ConfigError
 
-Builder = Callable[[Any, list, Any], tuple]
 # The project's own detectors: imported on the first lookup, so a lookup never depends on import order.
 BUILTIN_MODULES = ("deft_lightning.modules.detector", "deft_lightning.modules.label_match",
                    "deft_lightning.modules.small_loss")
@@ -44,7 +43,6 @@ class DetectorEntry:
 
     kind: str
     module_class: type
-    builder: Builder | str
     trains: bool
     default_rule: SelectionRule
     rules: Mapping[str, SelectionRule] = field(default_factory=dict)
@@ -61,20 +59,12 @@ class DetectorEntry:
     def all_rules(self) -> list[SelectionRule]:
         return [self.default_rule] + [r for r in self.rules.values() if r.name != self.default_rule.name]
 
-    def build(self, cfg, class_names: list[str], noise=None) -> tuple:
-        """``(module, InputConfig)`` from the composed config, through the registered builder."""
-        builder = self.builder
-        if isinstance(builder, str):
-            module_name, _, function = builder.partition(":")
-            builder = getattr(importlib.import_module(module_name), function)
-        return builder(cfg, class_names, noise)
-
 
 _REGISTRY: dict[str, DetectorEntry] = {}
 
 
-def register_detector(kind: str, *, builder: Builder | str) -> Callable[[type], type]:
-    """Class decorator: register ``cls`` as ``detector.kind=<kind>``, built by ``builder``.
+def register_detector(kind: str) -> Callable[[type], type]:
+    """Class decorator: register ``cls`` as ``detector.kind=<kind>`` (built by its config's ``builder``).
 
     The class must set ``trains``, ``table_label`` and ``p_clean_meaning``; registering the same kind
     twice with another class is refused (a silent replacement would change what old configs mean).
@@ -91,7 +81,6 @@ def register_detector(kind: str, *, builder: Builder | str) -> Callable[[type], 
         _REGISTRY[kind] = DetectorEntry(
             kind=kind,
             module_class=cls,
-            builder=builder,
             trains=bool(cls.trains),
             default_rule=SelectionRule(kind, str(cls.table_label), str(cls.p_clean_meaning)),
             rules=rules,

@@ -20,7 +20,7 @@ from deft_lightning.selection.small_loss import (
 )
 
 
-@register_detector("small_loss", builder="deft_lightning.pipeline.baselines:build_small_loss")
+@register_detector("small_loss")
 class SmallLossModule(PerSampleDetector):
     """Cross-entropy on the ⌊(1 − r_e)·B⌋ smallest-loss samples of each batch.
 

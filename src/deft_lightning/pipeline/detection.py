@@ -56,8 +56,18 @@ def detector_kind(cfg: DictConfig) -> str:
 
 
 def build_detector(cfg: DictConfig, class_names: list[str], noise=None) -> tuple[L.LightningModule, InputConfig]:
-    """The phase-1 module named by ``detector.kind`` and the input its CLIP expects."""
-    return detector_of(cfg).build(cfg, class_names, noise)
+    """The phase-1 module and the input its CLIP expects, built by the detector config's own ``builder``
+    node (``hydra.utils.instantiate``, as every other component); it must build the registered class."""
+    entry = detector_of(cfg)
+    if cfg.detector.get("builder") is None:
+        raise ConfigError(f"detector={cfg.detector.get('name', entry.kind)} has no builder node: give it "
+                          "builder: {_target_: package.module.function, _partial_: true}, a function "
+                          "(cfg, class_names, noise) -> (module, InputConfig)")
+    module, inputs = instantiate(cfg.detector.builder)(cfg, class_names, noise)
+    if not isinstance(module, entry.module_class):
+        raise ConfigError(f"detector.builder of detector.kind={entry.kind} built a {type(module).__name__}, "
+                          f"not the registered {entry.module_class.__name__}")
+    return module, inputs
 
 
 def build_deft_detector(cfg: DictConfig, class_names: list[str], noise=None) -> tuple[DetectorModule, InputConfig]:
@@ -108,7 +118,7 @@ def run_detection(cfg: DictConfig, dm: NoisyLabelDataModule, run_dir: Path) -> t
         check_class_names(artefact, dm.class_names, weights_path)
         cfg = config_from_artefact(cfg, artefact)
     entry = detector_of(cfg)
-    module, inputs = entry.build(cfg, dm.class_names, dm.noise)
+    module, inputs = build_detector(cfg, dm.class_names, dm.noise)
     if artefact is not None:
         load_detector_weights(module, artefact, weights_path)
     module.set_eval_sets(dm.eval_set_names)
