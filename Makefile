@@ -76,7 +76,8 @@ test-lowest-subset:
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
-# Toy world v2 (40 colour-shape classes): DEFT with the paper's phase-1 settings (see README "Toy world v2").
+# Toy world v2 (40 colour-shape classes): DEFT with the paper's phase-1 settings but the toy CLIP's own logit
+# scale (see README "Toy world v2").
 run-v2: $(STAMP)
 	$(PY) -m deft_lightning.train experiment=toy_v2
 
@@ -84,6 +85,8 @@ run-v2: $(STAMP)
 toy-properties: $(STAMP)
 	$(PY) -m deft_lightning.toy.properties --model deft-toy --dataset toy_v2
 
+# The toy table on world v2: its properties, then 5 detectors/methods x 5 noise settings x 3 seeds (resumable;
+# outputs/toy_table/toy_v2; a second process on another core: add --first-seed 2 --seeds 1).
 toy-table: $(STAMP)
 	$(PY) -m deft_lightning.experiments.toy_table
 

@@ -1,15 +1,18 @@
 """``python -m deft_lightning.experiments.toy_table``: the paper's Table 1 comparison in the toy world.
 
-Runs, for every noise setting (default sym 0.2/0.4/0.6 and idn 0.2/0.4), each detector of Table 1 on
-the offline toy dataset with the pretrained toy CLIP (label-match, small-loss with the oracle noise
-ratio, small-loss with a GMM split, DEFT), then phase 2 after DEFT's selection and the CE baseline
-on all noisy labels. Everything goes through the same ``train()`` as ``python -m deft_lightning.train
-experiment=toy``, one run directory per cell, and the tables come from ``deft_lightning.aggregate``
-(``results/results.md`` and ``results/noise_curves.png`` under ``--out``). It first prints the toy
-CLIP's zero-shot accuracy on the toy test set: the premise DEFT builds on.
+Runs, for every noise setting (default sym 0.2/0.4/0.6 and idn 0.2/0.4), each detector of Table 1
+(label-match, small-loss with the oracle noise ratio, small-loss with a GMM split, DEFT) on the
+offline toy world (``--experiment toy_v2``, the default, or ``toy``) with the shipped toy CLIP, then
+phase 2 after DEFT's selection and the CE baseline on all noisy labels. Everything goes through the same ``train()`` as ``python -m deft_lightning.train
+experiment=...``, one run directory per cell, and the tables come from ``deft_lightning.aggregate``
+(``results/results.md`` and ``results/noise_curves.png`` under ``--out``). It first prints the shipped
+toy CLIP's zero-shot, linear-probe and clean fine-tuning accuracy on the world (``toy.properties``),
+against the targets of toy world v2: the premise DEFT builds on.
 
-Finished cells are skipped, so an interrupted table resumes where it stopped. About 21 minutes on
-two CPU cores with the defaults (measured; the toy CLIP ships with the package).
+Each cell is run ``--seeds`` times (default 3), replicate k with its own noise draw and training seed;
+the tables average over them (mean ± sample std). Finished cells are skipped, so an interrupted table
+resumes where it stopped, and replicates can run in separate processes (``--first-seed``). The world's
+properties (zero-shot, linear probe, clean fine-tuning) are measured first, once per output folder.
 """
 
 from __future__ import annotations
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger("deft_lightning").setLevel(logging.WARNING)  # the runs' epoch lines: one line per cell here
         warnings.filterwarnings("ignore", module="lightning")
     if args.seeds < 1 or args.first_seed < 0:
         parser.error("--seeds must be at least 1 and --first-seed at least 0")
