@@ -41,6 +41,7 @@ RUNTIME_KEYS = (
     "trainer.devices", "trainer.accelerator", "trainer.strategy", "trainer.num_nodes",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps",
     "data.num_workers", "data.pin_memory", "data.persistent_workers",
+    "data.root", "data.cache_dir",  # the DataModule's copies of dataset.root and paths.cache_dir
     "callbacks.progress_bar", "callbacks.extra", "callbacks.model_summary", "callbacks.bar", "callbacks.epoch_lines",
     "callbacks.stop_on_signal", "trainer.enable_model_summary",
     "dataset.root", "detector.clip.weights", "backbone.model.weights", "backbone.model.cache_dir",
