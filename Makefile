@@ -91,7 +91,8 @@ toy-table: $(STAMP)
 	$(PY) -m deft_lightning.experiments.toy_table
 
 # Re-run the shipped toy CLIP's recorded pretraining recipe from scratch (into the cache) and print its
-# properties beside the shipped ones (src/deft_lightning/toy/weights/deft-toy-clip-s0.json).
+# properties (v1 zero-shot; toy_v2 zero-shot, linear probe, clean fine-tuning) beside the shipped ones
+# (toy/weights/deft-toy-clip-s0*.json); exits 1 if any is more than 1 point off.
 toy-pretrain: $(STAMP)
 	$(PY) -m deft_lightning.toy.shipped
 

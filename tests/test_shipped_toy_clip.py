@@ -134,3 +134,35 @@ def test_core_clip_module_does_not_import_the_toy_world():
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not [m for m in imported if m and "toy" in m], imported
+
+
+def _rerun_is_the_shipped_model(monkeypatch, tmp_path, v2_shift: float):
+    """`make toy-pretrain` with the shipped weights standing in for the re-run and v2 values shifted by ``v2_shift``."""
+    from deft_lightning.toy import properties
+
+    expanded = shipped.resolve_weights(tmp_path / "cache")
+    monkeypatch.setattr(toy_pretrain, "ensure_pretrained", lambda *a, **k: expanded)
+    recorded_v2 = json.loads(shipped.SHIPPED_V2_META.read_text(encoding="utf-8"))["properties"]
+    fresh = {k: recorded_v2[k] + v2_shift for k in shipped.V2_PROPERTIES}
+    monkeypatch.setattr(properties, "read_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(properties, "measure_properties", lambda *a, **k: fresh)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep this test process's threads
+
+
+def test_toy_pretrain_reports_every_property_and_passes_when_they_reproduce(tmp_path, monkeypatch, capsys):
+    _rerun_is_the_shipped_model(monkeypatch, tmp_path, v2_shift=0.9)
+    out = tmp_path / "check.json"
+    assert shipped.main(["--cache-dir", str(tmp_path / "cache"), "--reuse", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for key in ("zero_shot_test_pct", *shipped.V2_PROPERTIES):
+        assert key in printed
+    record = json.loads(out.read_text())
+    assert record["reproduced"] and len(record["rows"]) == 5
+    # the v1 zero-shot of the shipped weights themselves is the recorded one exactly
+    assert record["rows"][0]["difference"] == 0
+
+
+def test_toy_pretrain_fails_when_a_property_is_more_than_a_point_off(tmp_path, monkeypatch, capsys):
+    _rerun_is_the_shipped_model(monkeypatch, tmp_path, v2_shift=-1.2)
+    assert shipped.main(["--cache-dir", str(tmp_path / "cache"), "--reuse"]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out

@@ -290,15 +290,40 @@ def _recipe(pretrain_meta: dict):
     return PretrainConfig(**pretrain_meta["recipe"]) if "recipe" in pretrain_meta else PretrainConfig()
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Re-run the recorded recipe from scratch into the cache; print its properties beside the shipped ones."""
+SHIPPED_V2_META = WEIGHTS_DIR / f"{SHIPPED_NAME}.toy_v2.json"
+# How far a re-run of the recipe may land from the shipped model's properties (issue 16: +-1 point).
+TOLERANCE_POINTS = 1.0
+V2_PROPERTIES = ("zero_shot_pct", "linear_probe_pct", "clean_finetune_pct")
+
+
+def compare_properties(fresh: dict, recorded: dict, keys: Sequence[str], tolerance: float = TOLERANCE_POINTS) -> list[dict]:
+    """One row per property: re-run value, recorded value, difference and whether it is within ``tolerance``."""
+    rows = []
+    for key in keys:
+        diff = float(fresh[key]) - float(recorded[key])
+        rows.append({"property": key, "re_run": float(fresh[key]), "shipped": float(recorded[key]),
+                     "difference": round(diff, 3), "within": abs(diff) <= tolerance + 1e-9})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Re-run the recorded recipe from scratch into the cache; print its properties beside the shipped ones.
+
+    Exits 1 when a property lands more than ``TOLERANCE_POINTS`` from the shipped model's.
+    """
+    from deft_lightning.toy import properties
     from deft_lightning.toy.pretrain import PretrainConfig, checkpoint_path, ensure_pretrained
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=None, help="project cache root (default ~/.cache/deft_lightning)")
     parser.add_argument("--reuse", action="store_true", help="reuse a cached checkpoint of the recipe instead of pretraining again")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the recorded pretraining's, so the arithmetic is the same)")
+    parser.add_argument("--no-v2", action="store_true", help="measure only the v1 zero-shot accuracy, not the toy_v2 properties")
+    parser.add_argument("--json", default=None, help="also write the comparison to this file")
     args = parser.parse_args(argv)
     recorded = shipped_meta()
+    torch.set_num_threads(args.threads or int(recorded["pretraining"].get("torch_threads", torch.get_num_threads())))
     seed = int(recorded["recipe"]["seed"])
     config = PretrainConfig(**recorded["recipe"]["recipe"])
     path = checkpoint_path(args.cache_dir, seed, config)
@@ -308,19 +333,47 @@ def main(argv: Sequence[str] | None = None) -> dict:
     started, load_before = time.perf_counter(), machine_load()
     path = ensure_pretrained(args.cache_dir, seed=seed, config=config)
     seconds = time.perf_counter() - started
-    fresh = measure(load_model(path))
-    ref = recorded["properties_fp32_checkpoint"]
+    load_after = machine_load()
+    model = load_model(path)
+    rows = compare_properties(measure(model), recorded["properties_fp32_checkpoint"], ("zero_shot_test_pct", "zero_shot_check_draw_pct"))
+    v2_seconds = None
+    if not args.no_v2:
+        v2 = json.loads(SHIPPED_V2_META.read_text(encoding="utf-8"))["properties"]
+        print("Measuring the toy_v2 properties of the re-run model (zero-shot, linear probe, clean fine-tuning) ...", flush=True)
+        v2_started = time.perf_counter()
+        data = properties.read_dataset("toy_v2", 0, v2["num_train"], v2["num_test"])
+        fresh_v2 = properties.measure_properties(model, _tokenizer(), data, *_mean_std())
+        v2_seconds = time.perf_counter() - v2_started
+        rows += compare_properties(fresh_v2, v2, V2_PROPERTIES)
     print(f"recipe: seed {seed}, {config}")
     if reused:
         print(f"pretraining: reused the cached checkpoint {path} (--reuse); recorded {recorded['pretraining'].get('seconds', float('nan')):.0f} s")
     else:
         print(f"pretraining: {seconds:.0f} s here ({torch.get_num_threads()} threads; {load_before} at start, "
-              f"{machine_load()} at the end); recorded {recorded['pretraining'].get('seconds', float('nan')):.0f} s")
-    for key in ("zero_shot_test_pct", "zero_shot_check_draw_pct"):
-        print(f"{key}: re-run {fresh[key]:.2f}  shipped fp32 {ref[key]:.2f}  shipped fp16 "
-              f"{recorded['properties_fp16_shipped'][key]:.2f}  (difference {fresh[key] - ref[key]:+.2f} points)")
-    return {"seconds": seconds, **fresh}
+              f"{load_after} at the end); recorded {recorded['pretraining'].get('seconds', float('nan')):.0f} s")
+    if v2_seconds is not None:
+        print(f"toy_v2 properties: {v2_seconds:.0f} s")
+    for row in rows:
+        print(f"{row['property']}: re-run {row['re_run']:.2f}  shipped {row['shipped']:.2f}  "
+              f"(difference {row['difference']:+.2f} points, {'within' if row['within'] else 'OUTSIDE'} +-{TOLERANCE_POINTS:g})")
+    ok = all(row["within"] for row in rows)
+    print("reproduced: every property within +-1 point of the shipped model's" if ok
+          else "NOT reproduced: a property is more than 1 point from the shipped model's")
+    if args.json:
+        result = {"seconds_pretraining": seconds, "reused": reused, "seconds_v2_properties": v2_seconds,
+                  "load_start": load_before, "load_end": load_after, "torch_threads": torch.get_num_threads(),
+                  "rows": rows, "reproduced": ok, "torch": torch.__version__}
+        with atomic_path(Path(args.json)) as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0 if ok else 1
+
+
+def _mean_std():
+    from deft_lightning.toy.pretrain import input_config
+
+    inputs = input_config()
+    return inputs.mean, inputs.std
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
