@@ -86,7 +86,7 @@ toy-properties: $(STAMP)
 	$(PY) -m deft_lightning.toy.properties --model deft-toy --dataset toy_v2
 
 # The toy table on world v2: its properties, then 5 detectors/methods x 5 noise settings x 3 seeds (resumable;
-# outputs/toy_table/toy_v2; a second process on another core: add --first-seed 2 --seeds 1).
+# outputs/toy_table/toy_v2), one run per core at a time (--jobs N --threads T to choose).
 toy-table: $(STAMP)
 	$(PY) -m deft_lightning.experiments.toy_table
 

@@ -1,4 +1,5 @@
-"""``python -m deft_lightning.experiments.toy_table``: replicates per cell, resumable, world properties first.
+"""``python -m deft_lightning.experiments.toy_table``: replicates per cell, resumable, world properties first,
+cells in parallel processes, a failed cell reported without stopping the others.
 
 A tiny draw of toy world v1 and the zero-shot detector only, so it runs in seconds; the full table is
 `make toy-table` (not part of the suite)."""
@@ -23,8 +24,9 @@ def _table(out, *args):
 
 def test_each_replicate_draws_its_own_noise_and_a_rerun_skips_what_is_done(tmp_path):
     out = tmp_path / "table"
-    first = _table(out, "--seeds", "2")
+    first = _table(out, "--seeds", "2", "--jobs", "2", "--threads", "1")
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 runs, 2 at a time with 1 torch thread(s) each" in first.stdout
     properties = json.loads((out / "properties.json").read_text())
     assert {"zero_shot_pct", "linear_probe_pct", "clean_finetune_pct"} <= set(properties)
     assert "zero_shot_pct" in first.stdout and "target 55-70" in first.stdout
@@ -46,3 +48,28 @@ def test_each_replicate_draws_its_own_noise_and_a_rerun_skips_what_is_done(tmp_p
     again = _table(out, "--seeds", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done earlier") == 2 and (out / "properties.json").stat().st_mtime_ns == mtime
+
+
+def test_cells_in_parallel_processes_give_the_files_of_one_process(tmp_path):
+    parallel, serial = tmp_path / "parallel", tmp_path / "serial"
+    for out, jobs in ((parallel, "2"), (serial, "1")):
+        done = _table(out, "--seeds", "2", "--jobs", jobs, "--threads", "1")
+        assert done.returncode == 0, done.stderr[-3000:]
+    for replicate in (0, 1):
+        name = f"sym_0.4/seed{replicate}/label_match/detection/selection.csv"
+        assert (parallel / name).read_bytes() == (serial / name).read_bytes()
+
+
+def test_a_failed_cell_is_named_the_others_run_and_the_table_exits_1(tmp_path):
+    out = tmp_path / "table"
+    broken = out / "sym_0.4" / "seed1" / "label_match"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("not a directory\n")  # where this cell's run directory should be
+    done = _table(out, "--seeds", "3", "--jobs", "2", "--threads", "1")
+    assert done.returncode == 1
+    assert "seed 1 label_match: FAILED" in done.stdout and str(broken) in done.stdout
+    assert "1 run(s) failed" in done.stderr and str(broken) in done.stderr
+    for replicate in (0, 2):
+        assert (out / "sym_0.4" / f"seed{replicate}" / "label_match" / "detection" / "summary.json").is_file()
+    assert (out / "results" / "results.md").is_file()
+    assert broken.read_text() == "not a directory\n"  # left as it was

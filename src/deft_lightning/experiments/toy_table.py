@@ -11,8 +11,11 @@ against the targets of toy world v2: the premise DEFT builds on.
 
 Each cell is run ``--seeds`` times (default 3), replicate k with its own noise draw and training seed;
 the tables average over them (mean ± sample std). Finished cells are skipped, so an interrupted table
-resumes where it stopped, and replicates can run in separate processes (``--first-seed``). The world's
-properties (zero-shot, linear probe, clean fine-tuning) are measured first, once per output folder.
+resumes where it stopped. ``--jobs`` runs that many cells at once, each in its own process with
+``--threads`` torch threads (default: one process per core, one thread each); ``--first-seed`` splits
+replicates over separate invocations. A cell that fails is reported with its run directory, the others
+go on, and the table exits 1. The world's properties (zero-shot, linear probe, clean fine-tuning) are
+measured first, once per output folder.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +122,44 @@ def run_cell(cell: Cell, experiment: str, mode: str, ratio: float, replicate: in
     return f"{time.perf_counter() - start:.0f} s"
 
 
+def quiet_logging() -> None:
+    """Keep Lightning's messages and the runs' epoch lines out of the table's output (one line per cell)."""
+    import logging
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; ours below must come after)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("deft_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+
+
+def start_worker(threads: int, verbose: bool) -> None:
+    """Set up one process that runs cells: its torch threads and, unless verbose, quiet logging."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if not verbose:
+        quiet_logging()
+
+
+def try_cell(*args) -> tuple[bool, str]:
+    """:func:`run_cell` that reports a failure instead of raising, so the other cells go on."""
+    try:
+        return True, run_cell(*args)
+    except Exception as error:  # any failure of one run: reported with its run directory, the table exits 1
+        detail = traceback.format_exc(limit=-3)
+        return False, f"FAILED ({type(error).__name__}: {error}); see {args[5]}\n{detail}"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deft_lightning.experiments.toy_table",
                                      description=__doc__.split("\n\n")[0].split(": ", 1)[-1])
@@ -130,41 +173,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", type=parse_setting, default=[parse_setting(s) for s in DEFAULT_SETTINGS],
                         metavar="MODE:RATIO", help=f"noise settings (default: {' '.join(DEFAULT_SETTINGS)})")
     parser.add_argument("--cells", nargs="+", choices=[c.name for c in CELLS], default=[c.name for c in CELLS])
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="cells run at once, each in its own process (default: one per core)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per cell (default: the cores divided by --jobs, at least 1)")
     parser.add_argument("--verbose", action="store_true", help="show each run's own output")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. dataset.reader.num_train=2000")
     args = parser.parse_args(argv)
 
-    import logging
-    import warnings
-
-    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; ours below must come after)
-
     from deft_lightning.aggregate import aggregate
 
-    if not args.verbose:
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        logging.getLogger("deft_lightning").setLevel(logging.WARNING)  # the runs' epoch lines: one line per cell here
-        warnings.filterwarnings("ignore", module="lightning")
     if args.seeds < 1 or args.first_seed < 0:
         parser.error("--seeds must be at least 1 and --first-seed at least 0")
+    if (args.jobs is not None and args.jobs < 1) or (args.threads is not None and args.threads < 1):
+        parser.error("--jobs and --threads must be at least 1")
+    cores = available_cores()
+    jobs = args.jobs or cores
+    threads = args.threads or max(1, cores // jobs)
+    if not args.verbose:
+        quiet_logging()
     out = Path(args.out or f"outputs/toy_table/{args.experiment}")
     start = time.perf_counter()
     world_properties(args.experiment, args.overrides, out)
     cells = [c for c in CELLS if c.name in args.cells]
-    total = len(cells) * len(args.settings) * args.seeds
-    done = 0
-    for replicate in range(args.first_seed, args.first_seed + args.seeds):  # one whole table per replicate: an early stop still covers every cell
-        for mode, ratio in args.settings:
-            for cell in cells:
-                done += 1
-                run_dir = out / f"{mode}_{ratio:g}" / f"seed{replicate}" / cell.name
-                status = run_cell(cell, args.experiment, mode, ratio, replicate, run_dir, args.overrides, args.verbose)
-                print(f"[{done}/{total}] {mode} {ratio:g} seed {replicate} {cell.name}: {status}", flush=True)
+    # One whole table per replicate, in order: an early stop still covers every cell.
+    work = [(cell, args.experiment, mode, ratio, replicate, out / f"{mode}_{ratio:g}" / f"seed{replicate}" / cell.name,
+             args.overrides, args.verbose)
+            for replicate in range(args.first_seed, args.first_seed + args.seeds)
+            for mode, ratio in args.settings for cell in cells]
+    print(f"{len(work)} runs, {min(jobs, len(work))} at a time with {threads} torch thread(s) each", flush=True)
+    failed = []
+    for done, (item, (ok, status)) in enumerate(run_all(work, jobs, threads, args.verbose), start=1):
+        cell, _, mode, ratio, replicate, run_dir = item[:6]
+        print(f"[{done}/{len(work)}] {mode} {ratio:g} seed {replicate} {cell.name}: {status}", flush=True)
+        if not ok:
+            failed.append(run_dir)
     files = aggregate(out, out / "results")
     print(files["markdown"].read_text())
     print(f"tables: {files['markdown']}\nplot:   {files['plot']}\ntotal:  {time.perf_counter() - start:.0f} s")
+    if failed:
+        print(f"{len(failed)} run(s) failed and are missing from the tables:", *failed, sep="\n  ", file=sys.stderr)
+        return 1
     return 0
+
+
+def run_all(work: list[tuple], jobs: int, threads: int, verbose: bool):
+    """Yield (item, (ok, status)) for every item of ``work``, in process when ``jobs`` is 1, else as they finish."""
+    if jobs == 1 or len(work) <= 1:
+        start_worker(threads, verbose)
+        for item in work:
+            yield item, try_cell(*item)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=start_worker, initargs=(threads, verbose)) as pool:
+        futures = {pool.submit(try_cell, *item): item for item in work}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 if __name__ == "__main__":
