@@ -181,10 +181,15 @@ def test_deft_detects_label_noise_in_the_toy_world_far_better_than_chance(toy_de
     F1 0.81 against 0.61 for a random selection of the same size; with the positive and negative prompt
     roles swapped (a deliberately broken copy), F1 0.31 against 0.52, so the test fails as it should.
 
-    It does not guard the stop-gradients: a copy with both removed (p_yes and p_no on the live s+, and
-    s- on the live image features) gave F1 0.863 against 0.636 random here, above the intact 0.814 against
-    0.614 in the same session, and passed. The stop-gradients are guarded by the gradient tests, which
-    that copy fails (test_detector_gradients: two tests; test_dual_prompt_loss: one).
+    With the stop-gradients swapped (a broken copy where L_dp's p_yes and p_no take s+ live and s-
+    detached, so L_dp trains the positive context and the visual tower and never the negative context):
+    F1 0.223 against 0.403 random (precision 35.4 % at a 64.0 % clean rate), so the test fails as it
+    should (stop 21, 156 s on one thread).
+
+    It does not guard their removal: a copy with both removed (p_yes and p_no on the live s+, and s- on
+    the live image features) gave F1 0.863 against 0.636 random here, above the intact 0.814 against
+    0.614 in the same session, and passed. That removal is guarded by the gradient tests, which that copy
+    fails (test_detector_gradients: two tests; test_dual_prompt_loss: one).
 
     Random selection of a fraction q of the samples, when a fraction c is clean, has precision c and
     recall q, so F1 = 2cq / (c + q). Uses the toy CLIP shipped with the package.
