@@ -156,8 +156,9 @@ def test_toy_pretrain_reports_every_property_and_passes_when_they_reproduce(tmp_
     printed = capsys.readouterr().out
     for key in ("zero_shot_test_pct", *shipped.V2_PROPERTIES):
         assert key in printed
+    assert "toy_v2 targets (zero_shot_pct 55-70, linear_probe_pct 85-100, clean_finetune_pct 90-100): met" in printed
     record = json.loads(out.read_text())
-    assert record["reproduced"] and len(record["rows"]) == 5
+    assert record["reproduced"] and record["v2_targets_met"] and len(record["rows"]) == 5
     # the v1 zero-shot of the shipped weights themselves is the recorded one exactly
     assert record["rows"][0]["difference"] == 0
 

@@ -73,10 +73,6 @@ def cell_overrides(cell: Cell, experiment: str, mode: str, ratio: float, replica
             "logger=csv", *extra]
 
 
-# The headroom of CLIP ViT-B/16 on CIFAR-100 that toy world v2 was designed to have (issue 16, README).
-PROPERTY_TARGETS = {"zero_shot_pct": (55.0, 70.0), "linear_probe_pct": (85.0, 100.0), "clean_finetune_pct": (90.0, 100.0)}
-
-
 def world_properties(experiment: str, extra: list[str], out: Path) -> dict:
     """Zero-shot, linear-probe and clean fine-tuning accuracy of the shipped toy CLIP on the experiment's
     dataset (``toy.properties``), measured once per table folder (``properties.json``) and printed
@@ -87,7 +83,7 @@ def world_properties(experiment: str, extra: list[str], out: Path) -> dict:
     import torch
 
     from deft_lightning.io import write_json
-    from deft_lightning.toy.properties import load_toy_model, measure_properties
+    from deft_lightning.toy.properties import PROPERTY_TARGETS, load_toy_model, measure_properties
 
     path = out / "properties.json"
     if path.is_file():
@@ -131,7 +127,8 @@ def quiet_logging() -> None:
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("deft_lightning").setLevel(logging.WARNING)
+    # a run sets its own loggers back to INFO (progress.configure_logging), so levels alone do not hold
+    logging.disable(logging.INFO)
     warnings.filterwarnings("ignore", module="lightning")
 
 

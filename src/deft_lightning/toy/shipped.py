@@ -357,12 +357,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{row['property']}: re-run {row['re_run']:.2f}  shipped {row['shipped']:.2f}  "
               f"(difference {row['difference']:+.2f} points, {'within' if row['within'] else 'OUTSIDE'} +-{TOLERANCE_POINTS:g})")
     ok = all(row["within"] for row in rows)
-    print("reproduced: every property within +-1 point of the shipped model's" if ok
-          else "NOT reproduced: a property is more than 1 point from the shipped model's")
+    targets = None
+    if not args.no_v2:
+        targets = all(low <= fresh_v2[key] <= high for key, (low, high) in properties.PROPERTY_TARGETS.items())
+        shown = ", ".join(f"{key} {low:g}-{high:g}" for key, (low, high) in properties.PROPERTY_TARGETS.items())
+        print(f"toy_v2 targets ({shown}): {'met' if targets else 'NOT met'} by the re-run")
+    print("reproduced: every property within +-1 point of the shipped model's" if ok else
+          "NOT reproduced: a property is more than 1 point from the shipped model's. The recipe is deterministic "
+          "for one machine and thread count, but float-level differences (threads, CPU kernels) grow over its "
+          "steps: see README 'Toy world' for the measured spread of re-runs.")
     if args.json:
         result = {"seconds_pretraining": seconds, "reused": reused, "seconds_v2_properties": v2_seconds,
                   "load_start": load_before, "load_end": load_after, "torch_threads": torch.get_num_threads(),
-                  "rows": rows, "reproduced": ok, "torch": torch.__version__}
+                  "rows": rows, "reproduced": ok, "v2_targets_met": targets, "torch": torch.__version__}
         with atomic_path(Path(args.json)) as tmp:
             Path(tmp).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0 if ok else 1
