@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Exits 1 when a property lands more than ``TOLERANCE_POINTS`` from the shipped model's.
     """
     from deft_lightning.toy import properties
-    from deft_lightning.toy.pretrain import PretrainConfig, checkpoint_path, ensure_pretrained
+    from deft_lightning.toy.pretrain import PretrainConfig, checkpoint_path, ensure_pretrained, input_config
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=None, help="project cache root (default ~/.cache/deft_lightning)")
@@ -342,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Measuring the toy_v2 properties of the re-run model (zero-shot, linear probe, clean fine-tuning) ...", flush=True)
         v2_started = time.perf_counter()
         data = properties.read_dataset("toy_v2", 0, v2["num_train"], v2["num_test"])
-        fresh_v2 = properties.measure_properties(model, _tokenizer(), data, *_mean_std())
+        inputs = input_config()
+        fresh_v2 = properties.measure_properties(model, _tokenizer(), data, inputs.mean, inputs.std)
         v2_seconds = time.perf_counter() - v2_started
         rows += compare_properties(fresh_v2, v2, V2_PROPERTIES)
     print(f"recipe: seed {seed}, {config}")
@@ -373,13 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with atomic_path(Path(args.json)) as tmp:
             Path(tmp).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0 if ok else 1
-
-
-def _mean_std():
-    from deft_lightning.toy.pretrain import input_config
-
-    inputs = input_config()
-    return inputs.mean, inputs.std
 
 
 if __name__ == "__main__":
